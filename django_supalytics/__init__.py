@@ -1,0 +1,34 @@
+"""Server-side Supalytics events for Django.
+
+``track()`` records an event in the caller's transaction; Celery delivers it after commit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import InvalidEvent
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .identity import forget_visitor, get_visitor_id
+    from .tracking import track
+
+__all__ = ["InvalidEvent", "__version__", "forget_visitor", "get_visitor_id", "track"]
+
+_LAZY = {
+    "track": "tracking",
+    "get_visitor_id": "identity",
+    "forget_visitor": "identity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: these need the app registry, and importing the package (from
+    # settings, or for __version__) must not.
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

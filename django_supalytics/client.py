@@ -1,0 +1,180 @@
+"""The HTTP side of delivery: one POST, and what its answer means (``api-contract.md``)."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import __version__
+from .conf import conf
+
+USER_AGENT = f"django-supalytics/{__version__}"
+ERROR_TEXT_MAX = 500
+#: When a 429 names no wait, or a shorter one than this, wait this long.
+RATE_LIMIT_WAIT_FLOOR = 1.0
+
+
+class Kind(str, Enum):
+    SENT = "sent"
+    RETRY = "retry"
+    RATE_LIMITED = "rate_limited"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    status_code: int | None = None
+    error: str = ""
+    #: For RATE_LIMITED: seconds to wait. For SENT: seconds until the window resets when the
+    #: answer said none remain in it (so every worker pauses), else None.
+    wait: float | None = None
+
+
+def classify(status_code: int) -> Kind:
+    """The retry class of an HTTP status (``api-contract.md``, "Retry classes")."""
+    if 200 <= status_code < 300:
+        return Kind.SENT
+    if status_code == 429:
+        return Kind.RATE_LIMITED
+    if status_code == 408 or (status_code >= 500 and status_code not in (501, 505)):
+        return Kind.RETRY
+    return Kind.FAILED
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from ``Retry-After``: delta seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def parse_ratelimit_reset(value: str | None, now: float) -> float | None:
+    """Seconds to wait from ``X-RateLimit-Reset``.
+
+    An epoch in seconds, or in milliseconds when over 10**12; under 10**9 it is taken as a
+    number of seconds to wait.
+    """
+    if not value:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if number != number or number < 0:
+        return None
+    if number >= 1e12:
+        return max(0.0, number / 1000.0 - now)
+    if number >= 1e9:
+        return max(0.0, number - now)
+    return number
+
+
+def rate_limit_wait(headers: Any, now: float, cap: float) -> float:
+    """How long a 429 asks every sender to wait: at least the floor, at most ``cap``."""
+    waits = [
+        w
+        for w in (
+            parse_retry_after(headers.get("Retry-After"), now),
+            parse_ratelimit_reset(headers.get("X-RateLimit-Reset"), now),
+        )
+        if w is not None
+    ]
+    wait = max(waits) if waits else RATE_LIMIT_WAIT_FLOOR
+    return min(max(wait, RATE_LIMIT_WAIT_FLOOR), cap)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Capped exponential backoff with full jitter for the ``attempt``-th retry (1-based)."""
+    exp = min(cap, base * 2 ** max(0, attempt - 1))
+    return random.uniform(0, exp)
+
+
+def error_text(response: requests.Response) -> str:
+    """The error an answer carries, read tolerantly, at most 500 characters."""
+    text = response.text or ""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    message: Any = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            code, msg = error.get("code"), error.get("message")
+            message = f"{code}: {msg}" if code and msg else (msg or code)
+        elif isinstance(error, str):
+            message = error
+        if not message:
+            message = data.get("message")
+    if not message:
+        message = text or response.reason or ""
+    return str(message)[:ERROR_TEXT_MAX]
+
+
+_local = threading.local()
+
+
+def get_session() -> requests.Session:
+    """A keep-alive session per thread (``requests.Session`` is not thread-safe)."""
+    session: requests.Session | None = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _local.session = session
+    return session
+
+
+def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcome:
+    """POST one event; never raises for a network error or an error answer."""
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": idempotency_key,
+        "User-Agent": USER_AGENT,
+    }
+    try:
+        response = get_session().post(
+            conf.ENDPOINT,
+            data=json.dumps(payload, separators=(",", ":")).encode(),
+            headers=headers,
+            timeout=(conf.CONNECT_TIMEOUT, conf.READ_TIMEOUT),
+        )
+    except requests.Timeout as exc:
+        return Outcome(Kind.RETRY, None, f"timeout: {type(exc).__name__}")
+    except requests.RequestException as exc:
+        # The message names the host, never the headers, so the key cannot leak here.
+        return Outcome(Kind.RETRY, None, f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX])
+    now = time.time()
+    kind = classify(response.status_code)
+    if kind is Kind.SENT:
+        wait = None
+        if response.headers.get("X-RateLimit-Remaining", "").strip() == "0":
+            wait = parse_ratelimit_reset(response.headers.get("X-RateLimit-Reset"), now)
+        return Outcome(kind, response.status_code, "", wait)
+    if kind is Kind.RATE_LIMITED:
+        wait = rate_limit_wait(response.headers, now, conf.RATE_LIMIT_WAIT_MAX)
+        return Outcome(kind, response.status_code, error_text(response), wait)
+    return Outcome(kind, response.status_code, error_text(response))

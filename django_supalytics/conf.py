@@ -1,0 +1,149 @@
+"""Settings, read from ``settings.SUPALYTICS`` each time they are used.
+
+Reading lazily keeps ``override_settings`` working and keeps imports free of settings access.
+Every key is documented in ``docs/settings.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+
+DEFAULT_ENDPOINT = "https://api.supalytics.co/v1/events"
+
+DEFAULTS: dict[str, Any] = {
+    "API_KEY": None,
+    "ENDPOINT": DEFAULT_ENDPOINT,
+    "ENABLED": True,
+    "RATE_LIMIT": 98,
+    "CACHE_ALIAS": "default",
+    "CONNECT_TIMEOUT": 3.05,
+    "READ_TIMEOUT": 10.0,
+    "MAX_ATTEMPTS": 10,
+    "BACKOFF_BASE": 1.0,
+    "BACKOFF_MAX": 600.0,
+    "RATE_LIMIT_WAIT_MAX": 60.0,
+    "MAX_COUNTDOWN": 30.0,
+    "LEASE_SECONDS": 60.0,
+    "BATCH_SIZE": 50,
+    "RETENTION_DAYS": 7,
+    "PURGE_BATCH_SIZE": 1000,
+    "TASK_QUEUE": None,
+    "COOKIE_NAME": "supalytics_vid",
+    "HEADER_NAME": "X-Supalytics-Visitor-Id",
+    "SOURCE_ORDER": ("header", "cookie"),
+    "USER_FIELD": None,
+    "ATTRIBUTION": "first",
+}
+
+
+class Settings:
+    """Typed view of ``settings.SUPALYTICS``; each attribute is read on access."""
+
+    def _get(self, name: str) -> Any:
+        value = getattr(settings, "SUPALYTICS", {}) or {}
+        if not isinstance(value, dict):
+            return DEFAULTS[name]
+        return value.get(name, DEFAULTS[name])
+
+    @property
+    def raw(self) -> Any:
+        return getattr(settings, "SUPALYTICS", {})
+
+    @property
+    def API_KEY(self) -> str | None:
+        key = self._get("API_KEY")
+        if key is None:
+            key = os.environ.get("SUPALYTICS_API_KEY") or None
+        return key  # type: ignore[no-any-return]
+
+    @property
+    def ENDPOINT(self) -> str:
+        return str(self._get("ENDPOINT"))
+
+    @property
+    def ENABLED(self) -> bool:
+        return bool(self._get("ENABLED"))
+
+    @property
+    def RATE_LIMIT(self) -> float:
+        return float(self._get("RATE_LIMIT"))
+
+    @property
+    def CACHE_ALIAS(self) -> str:
+        return str(self._get("CACHE_ALIAS"))
+
+    @property
+    def CONNECT_TIMEOUT(self) -> float:
+        return float(self._get("CONNECT_TIMEOUT"))
+
+    @property
+    def READ_TIMEOUT(self) -> float:
+        return float(self._get("READ_TIMEOUT"))
+
+    @property
+    def MAX_ATTEMPTS(self) -> int:
+        return int(self._get("MAX_ATTEMPTS"))
+
+    @property
+    def BACKOFF_BASE(self) -> float:
+        return float(self._get("BACKOFF_BASE"))
+
+    @property
+    def BACKOFF_MAX(self) -> float:
+        return float(self._get("BACKOFF_MAX"))
+
+    @property
+    def RATE_LIMIT_WAIT_MAX(self) -> float:
+        return float(self._get("RATE_LIMIT_WAIT_MAX"))
+
+    @property
+    def MAX_COUNTDOWN(self) -> float:
+        return float(self._get("MAX_COUNTDOWN"))
+
+    @property
+    def LEASE_SECONDS(self) -> float:
+        return float(self._get("LEASE_SECONDS"))
+
+    @property
+    def BATCH_SIZE(self) -> int:
+        return int(self._get("BATCH_SIZE"))
+
+    @property
+    def RETENTION_DAYS(self) -> float:
+        return float(self._get("RETENTION_DAYS"))
+
+    @property
+    def PURGE_BATCH_SIZE(self) -> int:
+        return int(self._get("PURGE_BATCH_SIZE"))
+
+    @property
+    def TASK_QUEUE(self) -> str | None:
+        queue = self._get("TASK_QUEUE")
+        return None if queue is None else str(queue)
+
+    @property
+    def COOKIE_NAME(self) -> str:
+        return str(self._get("COOKIE_NAME"))
+
+    @property
+    def HEADER_NAME(self) -> str:
+        return str(self._get("HEADER_NAME"))
+
+    @property
+    def SOURCE_ORDER(self) -> tuple[str, ...]:
+        return tuple(self._get("SOURCE_ORDER"))
+
+    @property
+    def USER_FIELD(self) -> str | None:
+        field = self._get("USER_FIELD")
+        return None if field is None else str(field)
+
+    @property
+    def ATTRIBUTION(self) -> str:
+        return str(self._get("ATTRIBUTION"))
+
+
+conf = Settings()

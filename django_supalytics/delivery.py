@@ -1,0 +1,216 @@
+"""Moving outbox rows to the API: claim, send, record. Used by the Celery tasks and commands.
+
+Each step that touches the database is its own short transaction; none is open while a request
+is in flight. A claim is a lease: the row is ``sending`` until ``lease_expires_at``, and only
+the holder of ``lease_owner`` may record its outcome, so a worker that stalled past its lease
+cannot overwrite what another worker recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from . import client
+from .client import Kind, Outcome
+from .conf import conf
+from .models import OutboxEvent
+from .ratelimit import get_limiter
+from .signals import event_delivered, event_failed, send_safely
+
+logger = logging.getLogger("django_supalytics")
+
+Status = OutboxEvent.Status
+
+#: A worker sleeps in place for its rate-limit slot up to this long; past it, it hands the row
+#: back and asks to be run again later.
+SLOT_SLEEP_MAX = 1.0
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one delivery attempt."""
+
+    event_id: int
+    outcome: str  # a Kind value, or "skipped" / "deferred"
+    #: Seconds after which the row is due again, when a re-enqueue would help.
+    retry_in: float | None = None
+
+
+def claimable(now: object | None = None) -> Q:
+    now = now or timezone.now()
+    return Q(status=Status.PENDING, next_attempt_at__lte=now) | Q(
+        status=Status.SENDING, lease_expires_at__lt=now
+    )
+
+
+def claim(ids: Iterable[int] | None = None, limit: int = 1) -> list[OutboxEvent]:
+    """Lease up to ``limit`` due rows (oldest first), or those of ``ids`` that are due."""
+    token = uuid.uuid4()
+    with transaction.atomic():
+        now = timezone.now()
+        qs = OutboxEvent.objects.filter(claimable(now))
+        if ids is not None:
+            qs = qs.filter(pk__in=list(ids))
+        pks = list(
+            qs.order_by("created_at", "pk")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not pks:
+            return []
+        # Re-check the condition in the UPDATE: on backends without row locks (SQLite) a
+        # concurrent claimer may have taken a row since the SELECT.
+        OutboxEvent.objects.filter(claimable(now), pk__in=pks).update(
+            status=Status.SENDING,
+            lease_owner=token,
+            lease_expires_at=now + timedelta(seconds=conf.LEASE_SECONDS),
+        )
+    return list(OutboxEvent.objects.filter(lease_owner=token).order_by("created_at", "pk"))
+
+
+def _release(event: OutboxEvent, delay: float, error: str = "") -> None:
+    fields: dict[str, object] = {
+        "status": Status.PENDING,
+        "next_attempt_at": timezone.now() + timedelta(seconds=delay),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if error:
+        fields["last_error"] = error
+    OutboxEvent.objects.filter(pk=event.pk, lease_owner=event.lease_owner).update(**fields)
+
+
+def record(event: OutboxEvent, outcome: Outcome) -> Result:
+    """Store the outcome of a request for a leased row; send the signals."""
+    now = timezone.now()
+    attempts = event.attempts + (0 if outcome.kind is Kind.RATE_LIMITED else 1)
+    fields: dict[str, object] = {
+        "attempts": attempts,
+        "last_status_code": outcome.status_code,
+        "last_error": outcome.error,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    retry_in: float | None = None
+    kind = outcome.kind
+    if kind is Kind.SENT:
+        fields.update(status=Status.SENT, sent_at=now)
+    elif kind is Kind.RETRY and attempts >= conf.MAX_ATTEMPTS:
+        kind = Kind.FAILED
+        fields.update(status=Status.FAILED)
+        fields["last_error"] = f"gave up after {attempts} attempts; last: {outcome.error}"
+    elif kind is Kind.FAILED:
+        fields.update(status=Status.FAILED)
+    else:
+        if kind is Kind.RATE_LIMITED:
+            retry_in = outcome.wait or client.RATE_LIMIT_WAIT_FLOOR
+        else:
+            retry_in = client.backoff(attempts, conf.BACKOFF_BASE, conf.BACKOFF_MAX)
+        fields.update(status=Status.PENDING, next_attempt_at=now + timedelta(seconds=retry_in))
+    updated = OutboxEvent.objects.filter(pk=event.pk, lease_owner=event.lease_owner).update(
+        **fields
+    )
+    if not updated:
+        # The lease expired and another worker took the row over; its record wins.
+        logger.warning("supalytics: lease on event %s was lost; outcome not recorded", event.pk)
+        return Result(event.pk, "skipped")
+    for name, value in fields.items():
+        setattr(event, name, value)
+    if kind is Kind.SENT:
+        send_safely(event_delivered, OutboxEvent, event=event)
+    elif kind is Kind.FAILED:
+        logger.warning(
+            "supalytics: event %s (%s) failed: %s", event.pk, event.name, event.last_error
+        )
+        send_safely(event_failed, OutboxEvent, event=event, error=event.last_error)
+    return Result(event.pk, kind.value, retry_in)
+
+
+def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Result:
+    """Send one leased row: take a rate-limit slot, POST, record."""
+    api_key = conf.API_KEY
+    if not conf.ENABLED or not api_key:
+        reason = "SUPALYTICS['ENABLED'] is False" if not conf.ENABLED else "no API key is set"
+        _release(event, conf.MAX_COUNTDOWN, f"not sent: {reason}")
+        return Result(event.pk, "deferred")
+    limiter = get_limiter(api_key)
+    reservation = limiter.reserve(SLOT_SLEEP_MAX)
+    if not reservation.granted:
+        # Paused after a 429, or the schedule is full: hand the row back without an attempt.
+        _release(event, reservation.delay)
+        return Result(event.pk, "deferred", reservation.delay)
+    if reservation.delay > 0:
+        sleep(reservation.delay)
+    outcome = client.post_event(event.payload, str(event.uuid), api_key)
+    if outcome.wait:
+        limiter.pause(outcome.wait)
+    return record(event, outcome)
+
+
+def deliver(event_id: int) -> Result:
+    """Claim and send one row, if it is due and nobody else holds it."""
+    claimed = claim([event_id])
+    if not claimed:
+        return Result(event_id, "skipped")
+    return send(claimed[0])
+
+
+def deliver_due(limit: int, sleep: Callable[[float], None] = time.sleep) -> list[Result]:
+    """Claim up to ``limit`` due rows, oldest first, and send them one after another."""
+    results: list[Result] = []
+    while len(results) < limit:
+        batch = claim(limit=min(conf.BATCH_SIZE, limit - len(results)))
+        if not batch:
+            break
+        for position, event in enumerate(batch):
+            result = send(event, sleep)
+            results.append(result)
+            if result.outcome == "deferred":
+                # The limiter said wait (or delivery is off): give the rest of the batch back.
+                for rest in batch[position + 1 :]:
+                    _release(rest, result.retry_in or 0.0)
+                return results
+    return results
+
+
+def reclaim_expired() -> int:
+    """Hand rows whose lease ran out (a worker died mid-send) back to the queue."""
+    return OutboxEvent.objects.filter(
+        status=Status.SENDING, lease_expires_at__lt=timezone.now()
+    ).update(status=Status.PENDING, lease_owner=None, lease_expires_at=None)
+
+
+def due(grace: float = 0.0) -> QuerySet[OutboxEvent]:
+    """Pending rows that have been due for at least ``grace`` seconds, oldest first."""
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    return OutboxEvent.objects.filter(
+        status=Status.PENDING, next_attempt_at__lte=cutoff
+    ).order_by("created_at", "pk")
+
+
+def purge(
+    older_than: timedelta, *, include_failed: bool = False, batch_size: int | None = None
+) -> int:
+    """Delete sent rows (and failed ones, when asked) older than ``older_than``, in batches."""
+    cutoff = timezone.now() - older_than
+    condition = Q(status=Status.SENT, sent_at__lt=cutoff)
+    if include_failed:
+        condition |= Q(status=Status.FAILED, created_at__lt=cutoff)
+    size = batch_size or conf.PURGE_BATCH_SIZE
+    deleted = 0
+    while True:
+        pks = list(OutboxEvent.objects.filter(condition).values_list("pk", flat=True)[:size])
+        if not pks:
+            return deleted
+        deleted += OutboxEvent.objects.filter(pk__in=pks).delete()[0]
+
+

@@ -1,0 +1,64 @@
+"""System checks of the mock receiver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from ..checks import PER_PROCESS_CACHES
+from .conf import conf
+
+
+@register(Tags.compatibility)
+def check_receiver(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    raw = getattr(settings, "SUPALYTICS_RECEIVER", {})
+    if not isinstance(raw, dict):
+        return [Error("SUPALYTICS_RECEIVER must be a dict.", id="supalytics.E101")]
+    keys = raw.get("API_KEYS", [])
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str) and k for k in keys):
+        messages.append(
+            Error("SUPALYTICS_RECEIVER['API_KEYS'] must be a list of strings.",
+                  id="supalytics.E102")
+        )
+    elif not keys:
+        messages.append(
+            Warning(
+                "The mock receiver has no API keys: it refuses every request with 401.",
+                hint="Set SUPALYTICS_RECEIVER = {'API_KEYS': ['sly_test_...']}.",
+                id="supalytics.W101",
+            )
+        )
+    limit = raw.get("RATE_LIMIT", 100)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        messages.append(
+            Error("SUPALYTICS_RECEIVER['RATE_LIMIT'] must be a whole number of at least 1.",
+                  id="supalytics.E103")
+        )
+    caches = getattr(settings, "CACHES", {})
+    alias = conf.CACHE_ALIAS
+    if alias not in caches:
+        messages.append(
+            Error(f"SUPALYTICS_RECEIVER['CACHE_ALIAS'] {alias!r} is not in CACHES.",
+                  id="supalytics.E104")
+        )
+    elif caches[alias].get("BACKEND") in PER_PROCESS_CACHES:
+        messages.append(
+            Warning(
+                "The mock receiver counts its rate limit in a per-process cache: several "
+                "receiver processes would each allow the full rate.",
+                hint="Use a Redis cache when running more than one receiver process.",
+                id="supalytics.W102",
+            )
+        )
+    if conf.CONTROL and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "The mock receiver's HTTP control endpoint is on while DEBUG is False.",
+                hint="Anyone who can reach it can change the receiver's answers.",
+                id="supalytics.W103",
+            )
+        )
+    return messages

@@ -1,0 +1,39 @@
+"""``settings.SUPALYTICS_RECEIVER``, read on each use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "API_KEYS": [],
+    "RATE_LIMIT": 100,
+    "CACHE_ALIAS": "default",
+    "CONTROL": False,
+}
+
+
+class ReceiverSettings:
+    def _get(self, name: str) -> Any:
+        raw = getattr(settings, "SUPALYTICS_RECEIVER", {}) or {}
+        return raw.get(name, DEFAULTS[name]) if isinstance(raw, dict) else DEFAULTS[name]
+
+    @property
+    def API_KEYS(self) -> list[str]:
+        return [str(key) for key in self._get("API_KEYS")]
+
+    @property
+    def RATE_LIMIT(self) -> int:
+        return int(self._get("RATE_LIMIT"))
+
+    @property
+    def CACHE_ALIAS(self) -> str:
+        return str(self._get("CACHE_ALIAS"))
+
+    @property
+    def CONTROL(self) -> bool:
+        return bool(self._get("CONTROL"))
+
+
+conf = ReceiverSettings()

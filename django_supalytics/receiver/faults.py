@@ -1,0 +1,111 @@
+"""Fault injection: make the receiver misbehave on purpose, to test a client's retries.
+
+State lives in the receiver's cache, so every receiver process sharing that cache (Redis) sees
+the same faults. Usable from Python, and over HTTP when ``SUPALYTICS_RECEIVER["CONTROL"]`` is on.
+
+    from django_supalytics.receiver import faults
+    faults.inject(status=500, count=3)          # the next 3 requests answer 500
+    faults.inject(drop=True, fraction=0.2)      # a fifth of requests lose their connection
+    faults.inject(delay=2.0, api_key="sly_a")   # requests with that key wait 2 s first
+    faults.reset()
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.core.cache import BaseCache, caches
+
+from ..ratelimit import key_id
+from .conf import conf
+
+STATE_KEY = "supalytics:receiver:state"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One rule. ``count`` None means until reset; ``key_id`` None means every key."""
+
+    id: str
+    status: int | None = None
+    delay: float = 0.0
+    drop: bool = False
+    count: int | None = None
+    fraction: float = 1.0
+    key_id: str | None = None
+
+
+def _cache() -> BaseCache:
+    return caches[conf.CACHE_ALIAS]
+
+
+def state() -> dict[str, Any]:
+    """``{"generation": n, "faults": [...]}``; the generation names the rate-limit windows."""
+    value = _cache().get(STATE_KEY)
+    return value if isinstance(value, dict) else {"generation": 0, "faults": []}
+
+
+def inject(
+    status: int | None = None,
+    *,
+    count: int | None = None,
+    fraction: float = 1.0,
+    delay: float = 0.0,
+    drop: bool = False,
+    api_key: str | None = None,
+) -> Fault:
+    """Add a fault rule; rules are tried in the order they were added."""
+    if status is None and not drop and delay <= 0:
+        raise ValueError("a fault needs a status, a delay or drop=True")
+    if status is not None and not 100 <= status <= 599:
+        raise ValueError(f"status must be an HTTP status code, not {status!r}")
+    if not 0 < fraction <= 1:
+        raise ValueError("fraction must be in (0, 1]")
+    if count is not None and count < 1:
+        raise ValueError("count must be at least 1")
+    if not 0 <= delay <= 60:
+        raise ValueError("delay must be between 0 and 60 seconds")
+    fault = Fault(
+        id=uuid.uuid4().hex,
+        status=status,
+        delay=float(delay),
+        drop=drop,
+        count=count,
+        fraction=float(fraction),
+        key_id=key_id(api_key) if api_key else None,
+    )
+    current = state()
+    current["faults"] = [*current["faults"], asdict(fault)]
+    _cache().set(STATE_KEY, current, None)
+    return fault
+
+
+def reset(received: bool = False) -> None:
+    """Remove every fault and start new rate-limit windows; with ``received``, forget events."""
+    current = state()
+    _cache().set(STATE_KEY, {"generation": current["generation"] + 1, "faults": []}, None)
+    if received:
+        from .models import ReceivedEvent
+
+        ReceivedEvent.objects.all().delete()
+
+
+def match(faults: list[dict[str, Any]], request_key_id: str | None) -> Fault | None:
+    """The first rule that applies to this request, using up one of its ``count``."""
+    cache = _cache()
+    for raw in faults:
+        fault = Fault(**raw)
+        if fault.key_id is not None and fault.key_id != request_key_id:
+            continue
+        if fault.fraction < 1 and random.random() >= fault.fraction:
+            continue
+        if fault.count is not None:
+            counter = f"supalytics:receiver:fault:{fault.id}"
+            cache.add(counter, 0, None)
+            if cache.incr(counter) > fault.count:
+                continue
+        return fault
+    return None

@@ -1,0 +1,210 @@
+"""``/v1/events``, answering exactly as ``docs/api-contract.md`` says."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import socket
+import time
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError, transaction
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..exceptions import InvalidEvent
+from ..ratelimit import key_id
+from ..validation import BODY_MAX_BYTES, validate_payload
+from . import faults
+from .conf import conf
+from .models import ReceivedEvent
+from .ratelimit import hit
+
+logger = logging.getLogger("django_supalytics.receiver")
+
+
+def error(
+    status: int, code: str, message: str, field: str | None = None, **headers: str
+) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return Response({"success": False, "error": body}, status=status, headers=headers)
+
+
+class AlwaysJSON(BaseContentNegotiation):
+    """Answer JSON whatever the client accepts: the contract has no 406."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return None
+
+    def select_renderer(
+        self, request: Request, renderers: Any, format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
+class CompactJSON(JSONRenderer):
+    # The vendor's documented body is {"success": true}; keep the same separators.
+    def render(self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+               ) -> bytes:
+        return json.dumps(data, separators=(", ", ": ")).encode()
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
+def _known(token: str) -> bool:
+    # Compare against every key, always, so the time taken says nothing about which matched.
+    found = False
+    for key in conf.API_KEYS:
+        found |= hmac.compare_digest(token.encode(), key.encode())
+    return found
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def drop_connection(request: Request) -> bool:
+    """Shut the client's socket, so it sees the connection drop with no answer.
+
+    Works on servers built on wsgiref (``runserver``, pytest-django's ``live_server``);
+    elsewhere returns False and the caller answers 500 instead.
+    """
+    stream: Any = request._request.META.get("wsgi.input")
+    for attr in ("stream", "raw", "_sock"):
+        if isinstance(stream, socket.socket):
+            break
+        stream = getattr(stream, attr, stream)
+    if not isinstance(stream, socket.socket):
+        return False
+    try:
+        stream.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return False
+    return True
+
+
+class EventsView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
+    parser_classes: list[Any] = []
+    renderer_classes = [CompactJSON]
+    content_negotiation_class = AlwaysJSON
+
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return error(405, "method_not_allowed", f"{request.method} is not allowed; use POST",
+                     Allow="POST")
+
+    def get(self, request: Request) -> Response:
+        return self.http_method_not_allowed(request)
+
+    def post(self, request: Request) -> Response:
+        token = _bearer(request.headers.get("Authorization", ""))
+        if token is None:
+            return error(401, "missing_api_key", "send Authorization: Bearer <API key>")
+        if not _known(token):
+            return error(401, "invalid_api_key", "the API key is not valid")
+        kid = key_id(token)
+        current = faults.state()
+        window = hit(kid, current["generation"])
+        headers = window.headers()
+        fault = faults.match(current["faults"], kid) if current["faults"] else None
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop and drop_connection(request):
+                return error(500, "injected_fault", "connection dropped")
+            if fault.status is not None or fault.drop:
+                status = fault.status or 500
+                if status == 429:
+                    headers["Retry-After"] = "1"
+                return error(status, "injected_fault", f"injected {status}", **headers)
+        if not window.allowed:
+            retry = max(1, math.ceil(window.reset - time.time()))
+            return error(
+                429,
+                "rate_limited",
+                f"more than {window.limit} requests in one second",
+                **headers,
+                **{"Retry-After": str(retry)},
+            )
+        return self._accept(request, token, kid, headers)
+
+    def _accept(self, request: Request, token: str, kid: str, headers: dict[str, str]
+                ) -> Response:
+        content_type = request.content_type.split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return error(415, "unsupported_media_type",
+                         "send Content-Type: application/json", **headers)
+        try:
+            length = int(request.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > BODY_MAX_BYTES:
+            return self._too_large(headers)
+        try:
+            raw = request._request.body
+        except RequestDataTooBig:
+            return self._too_large(headers)
+        if len(raw) > BODY_MAX_BYTES:
+            return self._too_large(headers)
+        try:
+            payload = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return error(400, "invalid_json", "the body is not valid JSON", **headers)
+        try:
+            body = validate_payload(payload)
+        except InvalidEvent as exc:
+            field = None if exc.code == "invalid_json" else exc.field
+            return error(400, exc.code, str(exc), field, **headers)
+        idempotency_key = request.headers.get("Idempotency-Key", "").strip()[:255]
+        if idempotency_key and ReceivedEvent.objects.filter(
+            key_id=kid, idempotency_key=idempotency_key
+        ).exists():
+            return self._replayed(headers)
+        try:
+            with transaction.atomic():
+                ReceivedEvent.objects.create(
+                    name=body["name"],
+                    visitor_id=body.get("visitor_id", ""),
+                    metadata=body.get("metadata", {}),
+                    idempotency_key=idempotency_key,
+                    key_id=kid,
+                    key_prefix=token[:8],
+                )
+        except IntegrityError:
+            return self._replayed(headers)  # the same key, accepted a moment ago
+        return Response({"success": True}, headers=headers)
+
+    def _too_large(self, headers: dict[str, str]) -> Response:
+        return error(413, "payload_too_large",
+                     f"the body is over {BODY_MAX_BYTES} bytes", **headers)
+
+    def _replayed(self, headers: dict[str, str]) -> Response:
+        return Response({"success": True}, headers={**headers, "Idempotent-Replayed": "true"})
+
+
+class OpenAPIView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
+    content_negotiation_class = AlwaysJSON
+
+    def get(self, request: Request) -> Response:
+        from .openapi import schema
+
+        return Response(schema(request.build_absolute_uri("/")))

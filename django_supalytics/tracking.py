@@ -1,0 +1,66 @@
+"""``track()``: validate an event and record it in the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+from django.db import router, transaction
+
+from .exceptions import InvalidEvent
+from .identity import _authenticated, get_visitor_id, link_visitor
+from .models import OutboxEvent
+from .tasks import enqueue
+from .validation import BODY_MAX_BYTES, validate_metadata, validate_name, validate_visitor_id
+
+
+def resolve_visitor_id(
+    visitor_id: str | None, user: Any, request: Any
+) -> str | None:
+    """The explicit ID, else the request's (from the middleware), else the user's stored one."""
+    if visitor_id is not None:
+        return validate_visitor_id(visitor_id)
+    state = getattr(request, "supalytics", None) if request is not None else None
+    if state is not None and state.visitor_id:
+        return str(state.visitor_id)
+    return get_visitor_id(user)
+
+
+def track(
+    name: str,
+    *,
+    visitor_id: str | None = None,
+    user: Any = None,
+    request: Any = None,
+    metadata: dict[str, Any] | None = None,
+    using: str | None = None,
+) -> OutboxEvent:
+    """Record an event for delivery once the current transaction commits.
+
+    Raises ``InvalidEvent`` (a ``ValueError``) naming the field, before anything is written.
+    The visitor ID is ``visitor_id``, else the request's, else the one stored for ``user``
+    (``request.user`` when ``user`` is not given). Returns the new ``OutboxEvent``; rolled back,
+    it is neither stored nor sent. Never touches the network.
+    """
+    name = validate_name(name)
+    clean_metadata = {} if metadata is None else validate_metadata(metadata)
+    if user is None and request is not None:
+        request_user = getattr(request, "user", None)
+        user = request_user if _authenticated(request_user) else None
+    resolved = resolve_visitor_id(visitor_id, user, request)
+    event = OutboxEvent(
+        name=name, visitor_id=resolved or "", metadata=clean_metadata,
+        user=user if _authenticated(user) else None,
+    )
+    size = len(json.dumps(event.payload).encode())
+    if size > BODY_MAX_BYTES:
+        raise InvalidEvent(
+            "metadata", f"makes the request body {size} bytes; at most {BODY_MAX_BYTES}"
+        )
+    using = using or router.db_for_write(OutboxEvent)
+    if request is not None and resolved and user is not None and get_visitor_id(user) is None:
+        link_visitor(user, resolved)
+    event.save(using=using, force_insert=True)
+    transaction.on_commit(partial(enqueue, event.pk), using=using)
+    return event

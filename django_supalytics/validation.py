@@ -1,0 +1,129 @@
+"""The rules of ``POST /v1/events``, shared by ``track()`` and the mock receiver.
+
+Documented by the vendor: the name pattern and length, at most 10 metadata keys, values at most
+255 characters. The rest (value types, key length, visitor ID shape) is the project's contract,
+written in ``docs/api-contract.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, TypeAlias
+
+from .exceptions import InvalidEvent
+
+MetadataValue: TypeAlias = str | int | float | bool
+Metadata: TypeAlias = dict[str, MetadataValue]
+
+NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
+NAME_MAX_LENGTH = 64
+VISITOR_ID_MAX_LENGTH = 128
+METADATA_MAX_KEYS = 10
+METADATA_KEY_MAX_LENGTH = 64
+METADATA_VALUE_MAX_LENGTH = 255
+BODY_MAX_BYTES = 16 * 1024
+ALLOWED_FIELDS = frozenset({"name", "visitor_id", "metadata"})
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise InvalidEvent("name", f"must be a string, not {type(name).__name__}")
+    if not name:
+        raise InvalidEvent("name", "must not be empty")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidEvent("name", f"is {len(name)} characters; at most {NAME_MAX_LENGTH}")
+    if not NAME_RE.fullmatch(name):
+        raise InvalidEvent(
+            "name", "may hold only lowercase letters, digits, underscores and hyphens"
+        )
+    return name
+
+
+def is_valid_visitor_id(value: object) -> bool:
+    """True for 1 to 128 printable ASCII characters without spaces."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= VISITOR_ID_MAX_LENGTH
+        and all("!" <= ch <= "~" for ch in value)
+    )
+
+
+def validate_visitor_id(visitor_id: object) -> str:
+    if not isinstance(visitor_id, str):
+        raise InvalidEvent(
+            "visitor_id", f"must be a string, not {type(visitor_id).__name__}"
+        )
+    if not visitor_id:
+        raise InvalidEvent("visitor_id", "must not be empty; omit it when there is none")
+    if len(visitor_id) > VISITOR_ID_MAX_LENGTH:
+        raise InvalidEvent(
+            "visitor_id",
+            f"is {len(visitor_id)} characters; at most {VISITOR_ID_MAX_LENGTH}",
+        )
+    if not is_valid_visitor_id(visitor_id):
+        raise InvalidEvent(
+            "visitor_id", "may hold only printable ASCII characters without spaces"
+        )
+    return visitor_id
+
+
+def _value_length(value: MetadataValue) -> int:
+    # A number or boolean counts by the length of its JSON text ("true", "29", "1.5").
+    if isinstance(value, str):
+        return len(value)
+    return len(json.dumps(value))
+
+
+def validate_metadata(metadata: object) -> Metadata:
+    if not isinstance(metadata, Mapping):
+        raise InvalidEvent("metadata", f"must be an object, not {type(metadata).__name__}")
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise InvalidEvent(
+            "metadata",
+            f"has {len(metadata)} keys; at most {METADATA_MAX_KEYS} are allowed",
+        )
+    clean: Metadata = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidEvent("metadata", f"key {key!r} must be a non-empty string")
+        if len(key) > METADATA_KEY_MAX_LENGTH:
+            raise InvalidEvent(
+                "metadata",
+                f"key {key[:20]!r}... is {len(key)} characters; at most {METADATA_KEY_MAX_LENGTH}",
+            )
+        if value is None or not isinstance(value, str | int | float | bool):
+            raise InvalidEvent(
+                "metadata",
+                f"value of {key!r} must be a string, number or boolean, "
+                f"not {type(value).__name__}",
+            )
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            raise InvalidEvent("metadata", f"value of {key!r} must be a finite number")
+        length = _value_length(value)
+        if length > METADATA_VALUE_MAX_LENGTH:
+            raise InvalidEvent(
+                "metadata",
+                f"value of {key!r} is {length} characters; "
+                f"at most {METADATA_VALUE_MAX_LENGTH}",
+            )
+        clean[key] = value
+    return clean
+
+
+def validate_payload(payload: Any) -> dict[str, Any]:
+    """Validate a whole request body as the API does; return the body to send."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent("body", "must be a JSON object", code="invalid_json")
+    for key in payload:
+        if key not in ALLOWED_FIELDS:
+            raise InvalidEvent(str(key), "is not a field of an event", code="unknown_field")
+    if "name" not in payload:
+        raise InvalidEvent("name", "is required")
+    body: dict[str, Any] = {"name": validate_name(payload["name"])}
+    if "visitor_id" in payload:
+        body["visitor_id"] = validate_visitor_id(payload["visitor_id"])
+    if "metadata" in payload:
+        body["metadata"] = validate_metadata(payload["metadata"])
+    return body

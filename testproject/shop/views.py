@@ -1,0 +1,81 @@
+import json
+
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from django_supalytics import track
+
+from .models import PLANS, Subscription
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    subscription = None
+    if request.user.is_authenticated:
+        subscription = Subscription.objects.filter(user=request.user).order_by("-id").first()
+    return render(request, "shop/home.html", {"subscription": subscription, "plans": PLANS})
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            user = form.save()
+            # Logging in links the request's visitor ID to the new user (user_logged_in).
+            login(request, user)
+            track("signed_up", request=request)
+        return redirect("home")
+    return render(request, "shop/signup.html", {"form": form})
+
+
+@login_required
+@require_POST
+def change_plan(request: HttpRequest) -> HttpResponse:
+    plan = request.POST.get("plan", "")
+    if plan not in PLANS:
+        return HttpResponseBadRequest("unknown plan")
+    with transaction.atomic():
+        sub = Subscription.objects.select_for_update().filter(
+            user=request.user, status="active"
+        ).first()
+        if sub is None:
+            Subscription.objects.create(user=request.user, plan=plan, amount=PLANS[plan])
+        else:
+            sub.plan, sub.amount = plan, PLANS[plan]
+            sub.save()
+        if request.POST.get("fail"):
+            # The payment provider said no: the change and its event roll back together.
+            transaction.set_rollback(True)
+            return HttpResponse("payment declined; nothing changed", status=402)
+    return redirect("home")
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest) -> HttpResponse:
+    with transaction.atomic():
+        for sub in Subscription.objects.select_for_update().filter(
+            user=request.user, status="active"
+        ):
+            sub.status = "cancelled"
+            sub.save()
+    return redirect("home")
+
+
+@csrf_exempt
+@require_POST
+def payment_webhook(request: HttpRequest) -> HttpResponse:
+    """A payment provider's webhook: no browser, so no visitor ID unless the payload has one."""
+    try:
+        payload = json.loads(request.body)
+    except ValueError:
+        return HttpResponseBadRequest("not JSON")
+    metadata = {"amount": payload.get("amount", 0), "currency": payload.get("currency", "USD")}
+    visitor_id = (payload.get("metadata") or {}).get("supalytics_visitor_id")
+    track("payment_succeeded", visitor_id=visitor_id, metadata=metadata)
+    return JsonResponse({"received": True})

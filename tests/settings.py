@@ -1,0 +1,104 @@
+"""Test settings: testproject's, on PostgreSQL and Redis whenever they answer.
+
+SUPALYTICS_REQUIRE_SERVICES=1 (set by CI) turns a missing service into an error instead of a
+fallback to SQLite and in-process stand-ins. URLs can be given with SUPALYTICS_TEST_DATABASE_URL
+and SUPALYTICS_TEST_REDIS_URL.
+"""
+
+import os
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import BASE_DIR, database_from_url
+
+REQUIRE_SERVICES = os.environ.get("SUPALYTICS_REQUIRE_SERVICES") == "1"
+# Processes started by a test (a Celery worker, a receiver) inherit these to find the test's
+# database and cache namespace.
+RUN_ID = os.environ.setdefault("SUPALYTICS_TEST_RUN_ID", uuid.uuid4().hex[:8])
+RUN_DIR = Path(os.environ.setdefault(
+    "SUPALYTICS_TEST_RUN_DIR", tempfile.mkdtemp(prefix=f"supalytics-{RUN_ID}-")
+))
+
+
+def _answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _service(env: str, default: str, what: str) -> str | None:
+    url = os.environ.get(env, default)
+    if _answers(url):
+        return url
+    if REQUIRE_SERVICES:
+        raise ImproperlyConfigured(f"{what} does not answer at {url} (SUPALYTICS_REQUIRE_SERVICES=1)")
+    return None
+
+
+POSTGRES_URL = _service(
+    "SUPALYTICS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test", "PostgreSQL"
+)
+REDIS_TEST_URL = _service("SUPALYTICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis")
+
+if POSTGRES_URL:
+    DATABASES = {"default": database_from_url(POSTGRES_URL)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(RUN_DIR / "db.sqlite3"),
+            "OPTIONS": {"timeout": 20},
+            # A file, not memory: worker processes started by tests open the same database.
+            "TEST": {"NAME": str(RUN_DIR / "test-db.sqlite3")},
+        }
+    }
+# A process started by a test connects straight to the test database pytest-django made.
+if os.environ.get("SUPALYTICS_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["SUPALYTICS_TEST_DB_NAME"]
+
+if REDIS_TEST_URL:
+    _base = REDIS_TEST_URL.rsplit("/", 1)[0]
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"{_base}/1",
+            "KEY_PREFIX": f"test-{RUN_ID}",
+        },
+        "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    CELERY_BROKER_URL = f"{_base}/2"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"test-{RUN_ID}:"}
+    SILENCED_SYSTEM_CHECKS: list[str] = []
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    _broker_dir = str(RUN_DIR / "broker")
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": _broker_dir,
+        "data_folder_out": _broker_dir,
+        "processed_folder": _broker_dir,
+        "store_processed": False,
+    }
+    SILENCED_SYSTEM_CHECKS = ["supalytics.W002", "supalytics.W102"]
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+
+SUPALYTICS = {
+    "API_KEY": "sly_test_key",
+    "ENDPOINT": os.environ.get("SUPALYTICS_ENDPOINT", "http://127.0.0.1:9/v1/events"),
+}
+SUPALYTICS_RECEIVER = {"API_KEYS": ["sly_test_key", "sly_test_other"], "CONTROL": True}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING = {"version": 1, "disable_existing_loggers": False}
+TEST_ARTIFACTS = BASE_DIR / "test-artifacts"
