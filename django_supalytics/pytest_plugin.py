@@ -1,7 +1,7 @@
 """pytest fixtures for projects that use django-supalytics (registered as a ``pytest11`` plugin).
 
-``supalytics_receiver``: the mock receiver on a live server (pytest-django's ``live_server``),
-with the client's ``ENDPOINT`` pointed at it, its received events and fault injection.
+``supalytics_receiver``: the mock receiver on a loopback socket, with the client's ``ENDPOINT``
+and ``API_KEY`` pointed at it, its received events and fault injection (needs pytest-django).
 Needs ``django_supalytics.receiver`` in INSTALLED_APPS and its urls mounted at the root.
 """
 
@@ -43,17 +43,43 @@ class LiveReceiver:
         faults.reset(received=received)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest-django creates test databases only for tests that it sees need one when it
+    # collects them; a fixture that asks for the database at run time is too late for that.
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "supalytics_receiver" in fixtures and not item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.django_db(transaction=True))
+
+
+@pytest.fixture(scope="session")
+def supalytics_receiver_server(django_db_setup: None) -> Iterator[str]:
+    """The base URL of a receiver serving this test run's project in a thread."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+    from .receiver.server import ReceiverThread
+
+    thread = ReceiverThread("127.0.0.1", StaticFilesHandler)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    yield f"http://127.0.0.1:{thread.port}"
+    thread.terminate()
+
+
 @pytest.fixture
 def supalytics_receiver(request: pytest.FixtureRequest, settings: Any) -> Iterator[LiveReceiver]:
-    live_server = request.getfixturevalue("live_server")
     request.getfixturevalue("transactional_db")
+    base_url = request.getfixturevalue("supalytics_receiver_server")
     keys = list(getattr(settings, "SUPALYTICS_RECEIVER", {}).get("API_KEYS", []))
     api_key = keys[0] if keys else "sly_test_pytest"
     settings.SUPALYTICS_RECEIVER = {
         **getattr(settings, "SUPALYTICS_RECEIVER", {}),
         "API_KEYS": keys or [api_key],
     }
-    receiver = LiveReceiver(live_server.url, api_key)
+    receiver = LiveReceiver(base_url, api_key)
     settings.SUPALYTICS = {
         **getattr(settings, "SUPALYTICS", {}),
         "API_KEY": api_key,

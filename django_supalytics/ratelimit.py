@@ -73,6 +73,16 @@ def key_id(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
+_clients: dict[str, Any] = {}
+
+
+def redis_for(alias: str) -> Any | None:
+    """The redis-py client behind cache ``alias`` (made once per process), or None."""
+    if alias not in _clients:
+        _clients[alias] = redis_client(caches[alias])
+    return _clients[alias]
+
+
 def redis_client(cache: BaseCache) -> Any | None:
     """The redis-py client behind a Django cache, or None when the cache is not Redis."""
     # Django's own RedisCache keeps it behind a private attribute; django-redis exposes it.
@@ -138,7 +148,7 @@ def get_limiter(api_key: str) -> RateLimiter:
     """The limiter for ``api_key`` as configured by ``RATE_LIMIT`` and ``CACHE_ALIAS``."""
     cache = caches[conf.CACHE_ALIAS]
     name = key_id(api_key)
-    client = redis_client(cache)
+    client = redis_for(conf.CACHE_ALIAS)
     if client is not None:
         return RedisRateLimiter(client, cache, name, conf.RATE_LIMIT)
     return LocalRateLimiter(cache, name, conf.RATE_LIMIT)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -61,38 +62,43 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         time.sleep(interval)
 
 
-class WorkerProcess:
-    """A real ``celery worker`` process for this test run's broker and test database."""
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, endpoint: str, concurrency: int = 2, extra_env: dict[str, str] | None = None):
-        self.endpoint = endpoint
-        self.concurrency = concurrency
-        self.extra_env = extra_env or {}
+
+class ChildProcess:
+    """A process of this project (a Celery worker, a receiver) on this test run's database."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path(os.environ["SUPALYTICS_TEST_RUN_DIR"]) / f"worker-{time.time_ns()}.log"
+        run_dir = Path(os.environ["SUPALYTICS_TEST_RUN_DIR"])
+        self.log = run_dir / f"process-{time.time_ns()}.log"
+        self._log_file: Any = None
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             DJANGO_SETTINGS_MODULE="tests.settings",
             SUPALYTICS_TEST_DB_NAME=str(connection.settings_dict["NAME"]),
-            SUPALYTICS_ENDPOINT=self.endpoint,
             PYTHONPATH=str(ROOT),
             **self.extra_env,
         )
         return env
 
-    def start(self) -> WorkerProcess:
+    def start(self, ready: Callable[[], bool]) -> ChildProcess:
+        self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "testproject", "worker", "--pool=prefork",
-             f"--concurrency={self.concurrency}", "--loglevel=INFO", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "-n", f"test-{time.time_ns()}@%h"],
-            cwd=ROOT, env=self.env(), stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            [sys.executable, *self.argv], cwd=ROOT, env=self.env(),
+            stdout=self._log_file, stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: b"ready." in self.log.read_bytes() or self.proc.poll() is not None,
-                 timeout=60)
+        wait_for(lambda: self.proc.poll() is not None or ready(), timeout=60)
         if self.proc.poll() is not None:
-            raise RuntimeError(f"worker exited:\n{self.log.read_text()[-3000:]}")
+            self.stop()
+            raise RuntimeError(f"{self.argv} exited:\n{self.output()[-3000:]}")
         return self
 
     def stop(self) -> None:
@@ -103,20 +109,44 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def start_worker_process(endpoint: str, concurrency: int = 2, **env: str) -> ChildProcess:
+    """A real ``celery worker`` for this test run's broker and test database."""
+    worker = ChildProcess(
+        ["-m", "celery", "-A", "testproject", "worker", "--pool=prefork",
+         f"--concurrency={concurrency}", "--loglevel=INFO", "--without-gossip",
+         "--without-mingle", "--without-heartbeat", "-n", f"test-{time.time_ns()}@%h"],
+        env={"SUPALYTICS_ENDPOINT": endpoint, **env},
+    )
+    return worker.start(lambda: "ready." in worker.output())
+
+
+def start_receiver_process(port: int, **env: str) -> ChildProcess:
+    """The mock receiver served by ``manage.py supalytics_receiver`` on ``port``."""
+    receiver = ChildProcess(
+        [str(ROOT / "manage.py"), "supalytics_receiver", "--port", str(port)], env=env
+    )
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    return receiver.start(listening)
 
 
 @pytest.fixture
-def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
-    workers: list[WorkerProcess] = []
-
-    def start(endpoint: str, **kwargs: Any) -> WorkerProcess:
-        worker = WorkerProcess(endpoint, **kwargs).start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
+def processes() -> Iterator[list[ChildProcess]]:
+    """Stops, at the end of the test, every process a test appends here."""
+    started: list[ChildProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,14 +17,15 @@ from rest_framework.views import APIView
 from . import faults
 from .conf import conf
 from .models import ReceivedEvent
-from .views import AlwaysJSON, error
+from .views import error
 
 
 class ControlView(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
     throttle_classes: list[Any] = []
-    content_negotiation_class = AlwaysJSON
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         if not conf.CONTROL:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.core.cache import caches
 
+from ..ratelimit import redis_for
 from .conf import conf
 
 
@@ -37,7 +38,12 @@ def hit(key_id: str, generation: int, now: float | None = None) -> Window:
     now = time.time() if now is None else now
     second = int(now)
     cache = caches[conf.CACHE_ALIAS]
-    name = f"supalytics:receiver:rl:{generation}:{key_id}:{second}"
+    name = cache.make_key(f"supalytics:receiver:rl:{generation}:{key_id}:{second}")
+    client = redis_for(conf.CACHE_ALIAS)
+    if client is not None:
+        # One round trip, atomic for every receiver process sharing this Redis.
+        count, _ = client.pipeline().incr(name).expire(name, 5).execute()
+        return Window(conf.RATE_LIMIT, int(count), second + 1)
     cache.add(name, 0, 5)
     try:
         count = cache.incr(name)

@@ -84,10 +84,17 @@ def drop_connection(request: Request) -> bool:
     elsewhere returns False and the caller answers 500 instead.
     """
     stream: Any = request._request.META.get("wsgi.input")
-    for attr in ("stream", "raw", "_sock"):
+    # LimitedStream -> BufferedReader -> SocketIO -> socket
+    for _ in range(5):
         if isinstance(stream, socket.socket):
             break
-        stream = getattr(stream, attr, stream)
+        reader = getattr(stream, "_read", None)
+        stream = (
+            getattr(reader, "__self__", None)
+            or getattr(stream, "stream", None)
+            or getattr(stream, "raw", None)
+            or getattr(stream, "_sock", None)
+        )
     if not isinstance(stream, socket.socket):
         return False
     try:
@@ -172,22 +179,20 @@ class EventsView(APIView):
             field = None if exc.code == "invalid_json" else exc.field
             return error(400, exc.code, str(exc), field, **headers)
         idempotency_key = request.headers.get("Idempotency-Key", "").strip()[:255]
-        if idempotency_key and ReceivedEvent.objects.filter(
-            key_id=kid, idempotency_key=idempotency_key
-        ).exists():
-            return self._replayed(headers)
+        event = ReceivedEvent(
+            name=body["name"],
+            visitor_id=body.get("visitor_id", ""),
+            metadata=body.get("metadata", {}),
+            idempotency_key=idempotency_key,
+            key_id=kid,
+            key_prefix=token[:8],
+        )
         try:
-            with transaction.atomic():
-                ReceivedEvent.objects.create(
-                    name=body["name"],
-                    visitor_id=body.get("visitor_id", ""),
-                    metadata=body.get("metadata", {}),
-                    idempotency_key=idempotency_key,
-                    key_id=kid,
-                    key_prefix=token[:8],
-                )
+            # No look-up first: the unique constraint decides, even between processes.
+            with transaction.atomic(durable=False):
+                event.save(force_insert=True)
         except IntegrityError:
-            return self._replayed(headers)  # the same key, accepted a moment ago
+            return self._replayed(headers)
         return Response({"success": True}, headers=headers)
 
     def _too_large(self, headers: dict[str, str]) -> Response:

@@ -1,0 +1,65 @@
+"""``python -m django_supalytics.receiver``: the mock receiver for any client, no project needed.
+
+    python -m django_supalytics.receiver --port 8765 --key sly_test_local
+    curl -X POST http://127.0.0.1:8765/v1/events -H "Authorization: Bearer sly_test_local" \\
+         -H "Content-Type: application/json" -d '{"name": "signed_up"}'
+
+Events are kept in a SQLite file (``--db``, a temporary one by default) and listed at
+``GET /v1/_control/events``; faults are injected with ``POST /v1/_control/faults``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+from django.conf import settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m django_supalytics.receiver")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--key", action="append", dest="keys",
+                        help="an API key to accept (repeatable); default sly_test_local")
+    parser.add_argument("--rate-limit", type=int, default=100)
+    parser.add_argument("--db", help="SQLite file for received events")
+    parser.add_argument("--redis", help="Redis URL shared by several receiver processes")
+    parser.add_argument("--no-control", action="store_true", help="turn /v1/_control off")
+    args = parser.parse_args(argv)
+    db = args.db or os.path.join(tempfile.mkdtemp(prefix="supalytics-receiver-"), "events.db")
+    cache = (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": args.redis}
+        if args.redis
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+    settings.configure(
+        DEBUG=True,
+        SECRET_KEY="supalytics-mock-receiver",
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF="django_supalytics.receiver.urls",
+        INSTALLED_APPS=["django.contrib.contenttypes", "rest_framework",
+                        "django_supalytics.receiver"],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db,
+                               "OPTIONS": {"timeout": 20}}},
+        CACHES={"default": cache},
+        USE_TZ=True,
+        WSGI_APPLICATION=None,
+        SUPALYTICS_RECEIVER={
+            "API_KEYS": args.keys or ["sly_test_local"],
+            "RATE_LIMIT": args.rate_limit,
+            "CONTROL": not args.no_control,
+        },
+        SILENCED_SYSTEM_CHECKS=["supalytics.W102"],
+    )
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    call_command("supalytics_receiver", host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve this project (and so the mock /v1/events receiver mounted in its urls) on a "
+        "threaded server tuned for load tests. For development only."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8765, help="port to bind (8765)")
+        parser.add_argument("--verbose-requests", action="store_true", help="log each request")
+
+    def handle(self, *args: Any, host: str, port: int, verbose_requests: bool,
+               **options: Any) -> None:
+        from ...server import serve
+
+        if not 0 < port < 65536:
+            raise CommandError(f"--port must be between 1 and 65535, not {port}")
+        self.stdout.write(f"Supalytics mock receiver: http://{host}:{port}/v1/events")
+        try:
+            serve(host, port, quiet=not verbose_requests)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,42 @@
+"""A threaded WSGI server for the receiver: Django's own, with Nagle's algorithm off.
+
+Django's development server writes headers and body separately; with Nagle on, each answer on
+a keep-alive connection waits for the client's delayed ACK (about 40 ms). Turning it off lets
+one process answer hundreds of requests a second, which rate-limit tests need.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
+
+
+class ReceiverServer(ThreadedWSGIServer):
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, address
+
+
+class ReceiverThread(LiveServerThread):
+    """A receiver in a thread of this process (what ``supalytics_receiver`` uses)."""
+
+    server_class = ReceiverServer
+
+
+def serve(host: str, port: int, *, quiet: bool = True) -> None:
+    """Serve the project's WSGI application until interrupted."""
+    from django.core.servers.basehttp import get_internal_wsgi_application
+
+    handler = QuietWSGIRequestHandler if quiet else WSGIRequestHandler
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type("Server", (ReceiverServer,), {"address_family": family})
+    httpd = server_class((host, port), handler, allow_reuse_address=True)
+    httpd.set_app(get_internal_wsgi_application())
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()

@@ -1,0 +1,255 @@
+import threading
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from django_supalytics import delivery, track
+from django_supalytics.models import OutboxEvent
+from django_supalytics.signals import event_delivered, event_failed
+from tests.httpserver import DROP, Answer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_publish():
+    with mock.patch("django_supalytics.tasks.deliver_event.apply_async"):
+        yield
+
+
+def _reload(event):
+    return OutboxEvent.objects.get(pk=event.pk)
+
+
+def test_delivered_event_is_marked_sent_with_its_uuid_as_idempotency_key(endpoint):
+    event = track("subscription_created", visitor_id="v1", metadata={"plan": "pro"})
+    result = delivery.deliver(event.pk)
+    row = _reload(event)
+    assert result.outcome == "sent"
+    assert (row.status, row.attempts, row.last_status_code) == ("sent", 1, 200)
+    assert row.sent_at is not None and row.lease_owner is None
+    [request] = endpoint.requests
+    assert request.headers["Idempotency-Key"] == str(event.uuid)
+    assert request.json == {"name": "subscription_created", "visitor_id": "v1",
+                            "metadata": {"plan": "pro"}}
+
+
+def test_500_then_200_delivers_once_with_attempts_recorded(endpoint):
+    endpoint.script(Answer(500, {"error": "boom"}))
+    event = track("e")
+    first = delivery.deliver(event.pk)
+    row = _reload(event)
+    assert (first.outcome, row.status, row.attempts, row.last_status_code) == (
+        "retry", "pending", 1, 500
+    )
+    assert row.last_error == "boom"
+    assert first.retry_in is not None and 0 <= first.retry_in <= 1.0
+    OutboxEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
+    assert delivery.deliver(event.pk).outcome == "sent"
+    row = _reload(event)
+    assert (row.status, row.attempts) == ("sent", 2)
+    keys = {r.headers["Idempotency-Key"] for r in endpoint.requests}
+    assert keys == {str(event.uuid)}
+
+
+def test_400_fails_for_good_without_retry(endpoint):
+    endpoint.script(Answer(400, {"success": False, "error": {
+        "code": "invalid_name", "message": "bad name", "field": "name"}}))
+    event = track("e")
+    result = delivery.deliver(event.pk)
+    row = _reload(event)
+    assert (result.outcome, result.retry_in) == ("failed", None)
+    assert (row.status, row.last_status_code, row.last_error) == (
+        "failed", 400, "invalid_name: bad name"
+    )
+    assert delivery.deliver(event.pk).outcome == "skipped"
+    assert len(endpoint.requests) == 1
+
+
+def test_429_waits_as_told_without_spending_an_attempt(endpoint):
+    endpoint.script(Answer(429, {"error": "rate_limited"}, {"Retry-After": "2"}))
+    event = track("e")
+    result = delivery.deliver(event.pk)
+    row = _reload(event)
+    assert (result.outcome, result.retry_in) == ("rate_limited", 2.0)
+    assert (row.status, row.attempts, row.last_status_code) == ("pending", 0, 429)
+    assert row.next_attempt_at > timezone.now() + timedelta(seconds=1.5)
+    # Every worker sharing the key is paused, not only this one:
+    other = track("other")
+    assert delivery.deliver(other.pk).outcome == "deferred"
+    assert len(endpoint.requests) == 1
+
+
+def test_429_then_delivered_after_the_wait(endpoint):
+    endpoint.script(Answer(429, {"error": "rate_limited"}, {"Retry-After": "1"}))
+    event = track("e")
+    delivery.deliver(event.pk)
+    assert delivery.deliver(event.pk).outcome == "skipped"  # not due yet
+    time.sleep(1.05)  # the pause the 429 asked for
+    assert delivery.deliver(event.pk).outcome == "sent"
+    assert _reload(event).attempts == 1
+
+
+def test_connection_refused_is_retried(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ENDPOINT": "http://127.0.0.1:9/v1/events"}
+    event = track("e")
+    result = delivery.deliver(event.pk)
+    row = _reload(event)
+    assert (result.outcome, row.status, row.attempts, row.last_status_code) == (
+        "retry", "pending", 1, None
+    )
+    assert "ConnectionError" in row.last_error
+
+
+def test_dropped_connection_is_retried(endpoint):
+    endpoint.script(DROP)
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "retry"
+
+
+def test_gives_up_after_the_attempt_budget(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "MAX_ATTEMPTS": 3}
+    endpoint.script(*[Answer(503, {"error": "down"})] * 3)
+    event = track("e")
+    outcomes = []
+    for _ in range(3):
+        OutboxEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
+        outcomes.append(delivery.deliver(event.pk).outcome)
+    row = _reload(event)
+    assert outcomes == ["retry", "retry", "failed"]
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert row.last_error.startswith("gave up after 3 attempts")
+
+
+def test_event_not_yet_due_is_not_sent(endpoint):
+    event = track("e")
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    assert delivery.deliver(event.pk).outcome == "skipped"
+    assert not endpoint.requests
+
+
+def test_a_lost_lease_does_not_overwrite_the_new_holder(endpoint):
+    event = track("e")
+    [claimed] = delivery.claim([event.pk])
+    # The lease runs out and another worker claims and sends the row.
+    OutboxEvent.objects.filter(pk=event.pk).update(lease_expires_at=timezone.now())
+    assert delivery.deliver(event.pk).outcome == "sent"
+    stale = delivery.send(claimed)
+    assert stale.outcome == "skipped"
+    assert _reload(event).status == "sent"
+
+
+def test_disabled_delivery_keeps_events_pending(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ENABLED": False}
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "deferred"
+    row = _reload(event)
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert "ENABLED" in row.last_error
+    assert not endpoint.requests
+
+
+def test_missing_key_keeps_events_pending(endpoint, settings, monkeypatch):
+    monkeypatch.delenv("SUPALYTICS_API_KEY", raising=False)
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": None}
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "deferred"
+    assert _reload(event).status == "pending"
+
+
+def test_api_key_from_the_environment(endpoint, settings, monkeypatch):
+    monkeypatch.setenv("SUPALYTICS_API_KEY", "sly_from_env")
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": None}
+    delivery.deliver(track("e").pk)
+    assert endpoint.requests[0].headers["Authorization"] == "Bearer sly_from_env"
+
+
+def test_signals_are_sent_and_a_broken_receiver_cannot_break_delivery(endpoint, caplog):
+    seen = []
+
+    def broken(sender, event, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    def record(sender, event, **kwargs):
+        seen.append((event.name, kwargs.get("error")))
+
+    endpoint.script(Answer(200), Answer(400, {"error": "bad"}))
+    event_delivered.connect(broken)
+    event_delivered.connect(record)
+    event_failed.connect(record)
+    try:
+        assert delivery.deliver(track("good").pk).outcome == "sent"
+        assert delivery.deliver(track("bad").pk).outcome == "failed"
+    finally:
+        event_delivered.disconnect(broken)
+        event_delivered.disconnect(record)
+        event_failed.disconnect(record)
+    assert seen == [("good", None), ("bad", "bad")]
+    assert "receiver bug" in caplog.text
+
+
+def test_deliver_due_sends_oldest_first(endpoint):
+    events = [track(f"e{i}") for i in range(5)]
+    results = delivery.deliver_due(limit=100)
+    assert [r.event_id for r in results] == [e.pk for e in events]
+    assert [r.json["name"] for r in endpoint.requests] == [f"e{i}" for i in range(5)]
+
+
+def test_reclaim_expired_returns_abandoned_rows():
+    event = track("e")
+    delivery.claim([event.pk])
+    assert delivery.reclaim_expired() == 0
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert delivery.reclaim_expired() == 1
+    assert _reload(event).status == "pending"
+
+
+def test_purge_deletes_old_sent_rows_only():
+    old = timezone.now() - timedelta(days=30)
+    sent_old = track("a")
+    sent_new = track("b")
+    failed_old = track("c")
+    pending = track("d")
+    OutboxEvent.objects.filter(pk=sent_old.pk).update(status="sent", sent_at=old)
+    OutboxEvent.objects.filter(pk=sent_new.pk).update(status="sent", sent_at=timezone.now())
+    OutboxEvent.objects.filter(pk=failed_old.pk).update(status="failed", created_at=old)
+    assert delivery.purge(timedelta(days=7), batch_size=1) == 1
+    assert set(OutboxEvent.objects.values_list("name", flat=True)) == {"b", "c", "d"}
+    assert delivery.purge(timedelta(days=7), include_failed=True) == 1
+    assert OutboxEvent.objects.filter(pk=pending.pk).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claimers_never_claim_the_same_row():
+    from django.db import connection
+
+    events = [track(f"e{i}") for i in range(60)]
+    claimed: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def claimer():
+        try:
+            barrier.wait()
+            mine = []
+            while batch := delivery.claim(limit=3):
+                mine.extend(e.pk for e in batch)
+            claimed.append(mine)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [pk for mine in claimed for pk in mine]
+    assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
+    assert sum(1 for mine in claimed if mine) >= 2  # and the work was really shared
