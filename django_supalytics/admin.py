@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import json
 from functools import partial
-
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db import transaction
@@ -46,7 +44,7 @@ class OutboxEventAdmin(_OutboxEventAdmin):
     actions = ["retry_now", "discard"]
     list_select_related = False
     show_full_result_count = False
-    fields = [
+    fields = (
         "uuid",
         "name",
         "visitor_id",
@@ -60,7 +58,7 @@ class OutboxEventAdmin(_OutboxEventAdmin):
         "next_attempt_at",
         "lease_expires_at",
         "sent_at",
-    ]
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

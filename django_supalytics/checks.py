@@ -73,8 +73,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
             errors.append(
                 Error(
-                    f"SUPALYTICS['{name}'] must be a number of at least {minimum}, "
-                    f"not {value!r}.",
+                    f"SUPALYTICS['{name}'] must be a number of at least {minimum}, not {value!r}.",
                     id="supalytics.E004",
                 )
             )
@@ -152,10 +151,11 @@ def _check_user_field(field: Any) -> list[CheckMessage]:
                 id="supalytics.E009",
             )
         ]
-    if getattr(model_field, "max_length", None) is not None and model_field.max_length < 128:
+    max_length = getattr(model_field, "max_length", None)
+    if max_length is not None and max_length < 128:
         return [
             Error(
-                f"{model._meta.label}.{field} holds {model_field.max_length} characters; "
+                f"{model._meta.label}.{field} holds {max_length} characters; "
                 "a visitor ID may have 128.",
                 id="supalytics.E009",
             )
@@ -168,8 +168,10 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     middleware = list(getattr(settings, "MIDDLEWARE", []) or [])
     ours = "django_supalytics.middleware.VisitorIdMiddleware"
     auth = "django.contrib.auth.middleware.AuthenticationMiddleware"
-    if ours in middleware and auth in middleware and middleware.index(ours) < middleware.index(
-        auth
+    if (
+        ours in middleware
+        and auth in middleware
+        and middleware.index(ours) < middleware.index(auth)
     ):
         return [
             Error(

@@ -192,9 +192,9 @@ def reclaim_expired() -> int:
 def due(grace: float = 0.0) -> QuerySet[OutboxEvent]:
     """Pending rows that have been due for at least ``grace`` seconds, oldest first."""
     cutoff = timezone.now() - timedelta(seconds=grace)
-    return OutboxEvent.objects.filter(
-        status=Status.PENDING, next_attempt_at__lte=cutoff
-    ).order_by("created_at", "pk")
+    return OutboxEvent.objects.filter(status=Status.PENDING, next_attempt_at__lte=cutoff).order_by(
+        "created_at", "pk"
+    )
 
 
 def purge(
@@ -212,5 +212,3 @@ def purge(
         if not pks:
             return deleted
         deleted += OutboxEvent.objects.filter(pk__in=pks).delete()[0]
-
-

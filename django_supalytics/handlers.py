@@ -13,7 +13,6 @@ from .identity import link_visitor
 @receiver(user_logged_in, dispatch_uid="django_supalytics.link_on_login")
 def link_on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     state = getattr(request, "supalytics", None)
-    visitor_id = state.visitor_id if state is not None else None
-    if visitor_id:
-        link_visitor(user, visitor_id)
+    if state is not None and state.visitor_id:
+        link_visitor(user, state.visitor_id)
         state.mark_linked(user)

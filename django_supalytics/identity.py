@@ -90,9 +90,7 @@ def forget_visitor(visitor_id: str) -> dict[str, int]:
                 .update(**{field: None})
             )
         else:
-            counts["identities"] = VisitorIdentity.objects.filter(
-                visitor_id=visitor_id
-            ).delete()[0]
+            counts["identities"] = VisitorIdentity.objects.filter(visitor_id=visitor_id).delete()[0]
         counts["events"] = (
             OutboxEvent.objects.filter(visitor_id=visitor_id)
             .exclude(status=OutboxEvent.Status.SENT)

@@ -38,7 +38,8 @@ local delay = tat - now
 if delay > max_wait then
   return {0, tostring(delay)}
 end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((delay + interval) * 1000) + 1000)
+local ttl = math.ceil((delay + interval) * 1000) + 1000
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', ttl)
 return {1, tostring(delay)}
 """
 

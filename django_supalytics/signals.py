@@ -19,6 +19,4 @@ event_failed = Signal()
 def send_safely(signal: Signal, sender: type, **kwargs: Any) -> None:
     for receiver, result in signal.send_robust(sender=sender, **kwargs):
         if isinstance(result, Exception):
-            logger.error(
-                "supalytics signal receiver %r raised", receiver, exc_info=result
-            )
+            logger.error("supalytics signal receiver %r raised", receiver, exc_info=result)

@@ -22,9 +22,12 @@ SWEEP_LIMIT = 1000
 def enqueue(event_id: int, countdown: float | None = None) -> bool:
     """Ask a worker to deliver ``event_id``; never raises (the sweeper covers a lost message)."""
     try:
-        deliver_event.apply_async(
-            (event_id,), countdown=countdown, queue=conf.TASK_QUEUE, retry=False
-        )
+        options: dict[str, Any] = {"retry": False}
+        if countdown:
+            options["countdown"] = countdown
+        if conf.TASK_QUEUE:
+            options["queue"] = conf.TASK_QUEUE
+        deliver_event.apply_async((event_id,), **options)
     except Exception:
         logger.warning(
             "supalytics: could not enqueue event %s; the sweeper will pick it up",

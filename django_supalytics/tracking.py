@@ -15,9 +15,7 @@ from .tasks import enqueue
 from .validation import BODY_MAX_BYTES, validate_metadata, validate_name, validate_visitor_id
 
 
-def resolve_visitor_id(
-    visitor_id: str | None, user: Any, request: Any
-) -> str | None:
+def resolve_visitor_id(visitor_id: str | None, user: Any, request: Any) -> str | None:
     """The explicit ID, else the request's (from the middleware), else the user's stored one."""
     if visitor_id is not None:
         return validate_visitor_id(visitor_id)
@@ -50,7 +48,9 @@ def track(
         user = request_user if _authenticated(request_user) else None
     resolved = resolve_visitor_id(visitor_id, user, request)
     event = OutboxEvent(
-        name=name, visitor_id=resolved or "", metadata=clean_metadata,
+        name=name,
+        visitor_id=resolved or "",
+        metadata=clean_metadata,
         user=user if _authenticated(user) else None,
     )
     size = len(json.dumps(event.payload).encode())

@@ -52,9 +52,7 @@ def is_valid_visitor_id(value: object) -> bool:
 
 def validate_visitor_id(visitor_id: object) -> str:
     if not isinstance(visitor_id, str):
-        raise InvalidEvent(
-            "visitor_id", f"must be a string, not {type(visitor_id).__name__}"
-        )
+        raise InvalidEvent("visitor_id", f"must be a string, not {type(visitor_id).__name__}")
     if not visitor_id:
         raise InvalidEvent("visitor_id", "must not be empty; omit it when there is none")
     if len(visitor_id) > VISITOR_ID_MAX_LENGTH:
@@ -63,9 +61,7 @@ def validate_visitor_id(visitor_id: object) -> str:
             f"is {len(visitor_id)} characters; at most {VISITOR_ID_MAX_LENGTH}",
         )
     if not is_valid_visitor_id(visitor_id):
-        raise InvalidEvent(
-            "visitor_id", "may hold only printable ASCII characters without spaces"
-        )
+        raise InvalidEvent("visitor_id", "may hold only printable ASCII characters without spaces")
     return visitor_id
 
 
@@ -96,8 +92,7 @@ def validate_metadata(metadata: object) -> Metadata:
         if value is None or not isinstance(value, str | int | float | bool):
             raise InvalidEvent(
                 "metadata",
-                f"value of {key!r} must be a string, number or boolean, "
-                f"not {type(value).__name__}",
+                f"value of {key!r} must be a string, number or boolean, not {type(value).__name__}",
             )
         if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
             raise InvalidEvent("metadata", f"value of {key!r} must be a finite number")
@@ -105,8 +100,7 @@ def validate_metadata(metadata: object) -> Metadata:
         if length > METADATA_VALUE_MAX_LENGTH:
             raise InvalidEvent(
                 "metadata",
-                f"value of {key!r} is {length} characters; "
-                f"at most {METADATA_VALUE_MAX_LENGTH}",
+                f"value of {key!r} is {length} characters; at most {METADATA_VALUE_MAX_LENGTH}",
             )
         clean[key] = value
     return clean

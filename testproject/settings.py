@@ -58,7 +58,7 @@ TEMPLATES = [
 WSGI_APPLICATION = "testproject.wsgi.application"
 
 
-def database_from_url(url: str) -> dict:
+def database_from_url(url: str) -> dict[str, object]:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path[1:])}
@@ -98,6 +98,7 @@ else:
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "broker"
+    _broker_dir.mkdir(exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
@@ -126,7 +127,7 @@ SUPALYTICS = {
 }
 SUPALYTICS_RECEIVER = {"API_KEYS": [DEMO_API_KEY], "CONTROL": DEBUG}
 
-AUTH_PASSWORD_VALIDATORS: list = []
+AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LOGIN_REDIRECT_URL = "/"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    postgres = str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql")
     redis = "redis" in settings.CACHES["default"]["BACKEND"].lower()
     for item in items:
         if item.get_closest_marker("postgres") and not postgres:
@@ -65,7 +65,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 class ChildProcess:
@@ -92,11 +92,15 @@ class ChildProcess:
     def start(self, ready: Callable[[], bool]) -> ChildProcess:
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, *self.argv], cwd=ROOT, env=self.env(),
-            stdout=self._log_file, stderr=subprocess.STDOUT,
+            [sys.executable, *self.argv],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: self.proc.poll() is not None or ready(), timeout=60)
-        if self.proc.poll() is not None:
+        proc = self.proc
+        wait_for(lambda: proc.poll() is not None or ready(), timeout=60)
+        if proc.poll() is not None:
             self.stop()
             raise RuntimeError(f"{self.argv} exited:\n{self.output()[-3000:]}")
         return self
@@ -119,9 +123,21 @@ class ChildProcess:
 def start_worker_process(endpoint: str, concurrency: int = 2, **env: str) -> ChildProcess:
     """A real ``celery worker`` for this test run's broker and test database."""
     worker = ChildProcess(
-        ["-m", "celery", "-A", "testproject", "worker", "--pool=prefork",
-         f"--concurrency={concurrency}", "--loglevel=INFO", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-n", f"test-{time.time_ns()}@%h"],
+        [
+            "-m",
+            "celery",
+            "-A",
+            "testproject",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"test-{time.time_ns()}@%h",
+        ],
         env={"SUPALYTICS_ENDPOINT": endpoint, **env},
     )
     return worker.start(lambda: "ready." in worker.output())

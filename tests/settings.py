@@ -21,9 +21,11 @@ REQUIRE_SERVICES = os.environ.get("SUPALYTICS_REQUIRE_SERVICES") == "1"
 # Processes started by a test (a Celery worker, a receiver) inherit these to find the test's
 # database and cache namespace.
 RUN_ID = os.environ.setdefault("SUPALYTICS_TEST_RUN_ID", uuid.uuid4().hex[:8])
-RUN_DIR = Path(os.environ.setdefault(
-    "SUPALYTICS_TEST_RUN_DIR", tempfile.mkdtemp(prefix=f"supalytics-{RUN_ID}-")
-))
+RUN_DIR = Path(
+    os.environ.setdefault(
+        "SUPALYTICS_TEST_RUN_DIR", tempfile.mkdtemp(prefix=f"supalytics-{RUN_ID}-")
+    )
+)
 
 
 def _answers(url: str) -> bool:
@@ -40,7 +42,9 @@ def _service(env: str, default: str, what: str) -> str | None:
     if _answers(url):
         return url
     if REQUIRE_SERVICES:
-        raise ImproperlyConfigured(f"{what} does not answer at {url} (SUPALYTICS_REQUIRE_SERVICES=1)")
+        raise ImproperlyConfigured(
+            f"{what} does not answer at {url} (SUPALYTICS_REQUIRE_SERVICES=1)"
+        )
     return None
 
 
@@ -77,13 +81,14 @@ if REDIS_TEST_URL:
     }
     CELERY_BROKER_URL = f"{_base}/2"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"test-{RUN_ID}:"}
-    SILENCED_SYSTEM_CHECKS: list[str] = []
+    SILENCED_SYSTEM_CHECKS = []
 else:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     }
     _broker_dir = str(RUN_DIR / "broker")
+    Path(_broker_dir).mkdir(exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": _broker_dir,

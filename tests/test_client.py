@@ -1,5 +1,5 @@
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 
 import pytest
 import requests
@@ -23,12 +23,24 @@ NOW = 1_800_000_000.0
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (200, Kind.SENT), (201, Kind.SENT), (204, Kind.SENT),
+        (200, Kind.SENT),
+        (201, Kind.SENT),
+        (204, Kind.SENT),
         (429, Kind.RATE_LIMITED),
-        (408, Kind.RETRY), (500, Kind.RETRY), (502, Kind.RETRY), (503, Kind.RETRY),
-        (504, Kind.RETRY), (599, Kind.RETRY),
-        (501, Kind.FAILED), (505, Kind.FAILED), (400, Kind.FAILED), (401, Kind.FAILED),
-        (403, Kind.FAILED), (404, Kind.FAILED), (413, Kind.FAILED), (415, Kind.FAILED),
+        (408, Kind.RETRY),
+        (500, Kind.RETRY),
+        (502, Kind.RETRY),
+        (503, Kind.RETRY),
+        (504, Kind.RETRY),
+        (599, Kind.RETRY),
+        (501, Kind.FAILED),
+        (505, Kind.FAILED),
+        (400, Kind.FAILED),
+        (401, Kind.FAILED),
+        (403, Kind.FAILED),
+        (404, Kind.FAILED),
+        (413, Kind.FAILED),
+        (415, Kind.FAILED),
         (301, Kind.FAILED),
     ],
 )
@@ -97,8 +109,10 @@ def _response(status, text, reason="Bad"):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('{"success": false, "error": {"code": "invalid_name", "message": "bad"}}',
-         "invalid_name: bad"),
+        (
+            '{"success": false, "error": {"code": "invalid_name", "message": "bad"}}',
+            "invalid_name: bad",
+        ),
         ('{"error": "nope"}', "nope"),
         ('{"message": "msg"}', "msg"),
         ("plain text", "plain text"),

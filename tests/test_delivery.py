@@ -33,8 +33,11 @@ def test_delivered_event_is_marked_sent_with_its_uuid_as_idempotency_key(endpoin
     assert row.sent_at is not None and row.lease_owner is None
     [request] = endpoint.requests
     assert request.headers["Idempotency-Key"] == str(event.uuid)
-    assert request.json == {"name": "subscription_created", "visitor_id": "v1",
-                            "metadata": {"plan": "pro"}}
+    assert request.json == {
+        "name": "subscription_created",
+        "visitor_id": "v1",
+        "metadata": {"plan": "pro"},
+    }
 
 
 def test_500_then_200_delivers_once_with_attempts_recorded(endpoint):
@@ -43,7 +46,10 @@ def test_500_then_200_delivers_once_with_attempts_recorded(endpoint):
     first = delivery.deliver(event.pk)
     row = _reload(event)
     assert (first.outcome, row.status, row.attempts, row.last_status_code) == (
-        "retry", "pending", 1, 500
+        "retry",
+        "pending",
+        1,
+        500,
     )
     assert row.last_error == "boom"
     assert first.retry_in is not None and 0 <= first.retry_in <= 1.0
@@ -56,14 +62,23 @@ def test_500_then_200_delivers_once_with_attempts_recorded(endpoint):
 
 
 def test_400_fails_for_good_without_retry(endpoint):
-    endpoint.script(Answer(400, {"success": False, "error": {
-        "code": "invalid_name", "message": "bad name", "field": "name"}}))
+    endpoint.script(
+        Answer(
+            400,
+            {
+                "success": False,
+                "error": {"code": "invalid_name", "message": "bad name", "field": "name"},
+            },
+        )
+    )
     event = track("e")
     result = delivery.deliver(event.pk)
     row = _reload(event)
     assert (result.outcome, result.retry_in) == ("failed", None)
     assert (row.status, row.last_status_code, row.last_error) == (
-        "failed", 400, "invalid_name: bad name"
+        "failed",
+        400,
+        "invalid_name: bad name",
     )
     assert delivery.deliver(event.pk).outcome == "skipped"
     assert len(endpoint.requests) == 1
@@ -99,7 +114,10 @@ def test_connection_refused_is_retried(settings):
     result = delivery.deliver(event.pk)
     row = _reload(event)
     assert (result.outcome, row.status, row.attempts, row.last_status_code) == (
-        "retry", "pending", 1, None
+        "retry",
+        "pending",
+        1,
+        None,
     )
     assert "ConnectionError" in row.last_error
 
@@ -238,7 +256,7 @@ def test_concurrent_claimers_never_claim_the_same_row():
     def claimer():
         try:
             barrier.wait()
-            mine = []
+            mine: list[int] = []
             while batch := delivery.claim(limit=3):
                 mine.extend(e.pk for e in batch)
             claimed.append(mine)

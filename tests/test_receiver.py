@@ -1,17 +1,16 @@
 """The mock receiver over a real socket: every row of api-contract.md's response table."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.conftest import free_port, start_receiver_process
-
 from django_supalytics.receiver import faults
 from django_supalytics.receiver.models import ReceivedEvent
+from tests.conftest import free_port, start_receiver_process
 
 KEY = "sly_test_key"
 
@@ -44,23 +43,36 @@ def assert_error(response, status, code, field=None):
 def test_the_vendors_curl_example_is_accepted_byte_for_byte(url, supalytics_receiver):
     # The seed page's example, run as written (only the host differs).
     result = subprocess.run(
-        ["curl", "-sS", "-X", "POST", url,
-         "-H", f"Authorization: Bearer {KEY}",
-         "-H", "Content-Type: application/json",
-         "-d", """{
+        [
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            url,
+            "-H",
+            f"Authorization: Bearer {KEY}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            """{
     "name": "subscription_created",
     "visitor_id": "abc123",
     "metadata": {
       "plan": "pro",
       "amount": 29
     }
-  }"""],
-        capture_output=True, check=True, timeout=20,
+  }""",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=20,
     )
     assert result.stdout == b'{"success": true}'
     event = supalytics_receiver.events().get()
     assert (event.name, event.visitor_id, event.metadata) == (
-        "subscription_created", "abc123", {"plan": "pro", "amount": 29}
+        "subscription_created",
+        "abc123",
+        {"plan": "pro", "amount": 29},
     )
     assert event.key_prefix == KEY[:8] and KEY not in event.key_prefix + event.key_id
 
@@ -134,8 +146,11 @@ def test_body_over_16_kib(url):
         ({"visitor_id": "v"}, "invalid_name", "name"),
         ({"name": "a", "visitor_id": "has space"}, "invalid_visitor_id", "visitor_id"),
         ({"name": "a", "visitor_id": None}, "invalid_visitor_id", "visitor_id"),
-        ({"name": "a", "metadata": {f"k{i}": 1 for i in range(11)}}, "invalid_metadata",
-         "metadata"),
+        (
+            {"name": "a", "metadata": {f"k{i}": 1 for i in range(11)}},
+            "invalid_metadata",
+            "metadata",
+        ),
         ({"name": "a", "metadata": {"x": [1]}}, "invalid_metadata", "metadata"),
         ({"name": "a", "timestamp": 1}, "unknown_field", "timestamp"),
     ],
@@ -161,8 +176,9 @@ def _burst(url, count):
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
 
     def one(key):
-        return session.post(url, json={"name": "burst"},
-                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        return session.post(
+            url, json={"name": "burst"}, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(one, ["sly_test_other"] * 32))  # warm the connections up, on another key
@@ -172,7 +188,7 @@ def _burst(url, count):
 
 def assert_windows_exact(responses, limit=100):
     """In every window at most ``limit`` accepted, and none refused that the limit allowed."""
-    windows = {}
+    windows: dict[str, list[int]] = {}
     for response in responses:
         windows.setdefault(response.headers["X-RateLimit-Reset"], []).append(response.status_code)
     for codes in windows.values():
@@ -252,8 +268,9 @@ def test_reset_clears_faults(url, supalytics_receiver):
 
 def test_control_endpoint_injects_and_resets(supalytics_receiver):
     base = supalytics_receiver.base_url
-    created = requests.post(f"{base}/v1/_control/faults", json={"status": 502, "count": 1},
-                            timeout=10)
+    created = requests.post(
+        f"{base}/v1/_control/faults", json={"status": 502, "count": 1}, timeout=10
+    )
     assert created.status_code == 201
     assert post(supalytics_receiver.url, {"name": "a"}).status_code == 502
     assert post(supalytics_receiver.url, {"name": "b"}).status_code == 200

@@ -23,10 +23,15 @@ def test_track_writes_one_pending_row_and_returns_it(published):
     row = OutboxEvent.objects.get()
     assert row == event
     assert (row.name, row.visitor_id, row.metadata, row.status) == (
-        "subscription_created", "abc123", {"plan": "pro"}, "pending"
+        "subscription_created",
+        "abc123",
+        {"plan": "pro"},
+        "pending",
     )
     assert row.payload == {
-        "name": "subscription_created", "visitor_id": "abc123", "metadata": {"plan": "pro"}
+        "name": "subscription_created",
+        "visitor_id": "abc123",
+        "metadata": {"plan": "pro"},
     }
 
 
@@ -90,11 +95,13 @@ def test_track_writes_to_the_given_database_alias(published):
 
 def _request(visitor_id=None, user=None):
     factory = RequestFactory()
-    request = factory.get("/", HTTP_X_SUPALYTICS_VISITOR_ID=visitor_id) if visitor_id else (
-        factory.get("/")
+    request = (
+        factory.get("/", HTTP_X_SUPALYTICS_VISITOR_ID=visitor_id)
+        if visitor_id
+        else (factory.get("/"))
     )
     request.user = user or mock.Mock(is_authenticated=False, pk=None)
-    request.supalytics = SupalyticsDetails(request)
+    request.supalytics = SupalyticsDetails(request)  # type: ignore[attr-defined]
     return request
 
 

@@ -21,8 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m django_supalytics.receiver")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--key", action="append", dest="keys",
-                        help="an API key to accept (repeatable); default sly_test_local")
+    parser.add_argument(
+        "--key",
+        action="append",
+        dest="keys",
+        help="an API key to accept (repeatable); default sly_test_local",
+    )
     parser.add_argument("--rate-limit", type=int, default=100)
     parser.add_argument("--db", help="SQLite file for received events")
     parser.add_argument("--redis", help="Redis URL shared by several receiver processes")
@@ -39,10 +43,18 @@ def main(argv: list[str] | None = None) -> None:
         SECRET_KEY="supalytics-mock-receiver",
         ALLOWED_HOSTS=["*"],
         ROOT_URLCONF="django_supalytics.receiver.urls",
-        INSTALLED_APPS=["django.contrib.contenttypes", "rest_framework",
-                        "django_supalytics.receiver"],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db,
-                               "OPTIONS": {"timeout": 20}}},
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "rest_framework",
+            "django_supalytics.receiver",
+        ],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": db,
+                "OPTIONS": {"timeout": 20},
+            }
+        },
         CACHES={"default": cache},
         USE_TZ=True,
         WSGI_APPLICATION=None,

@@ -20,8 +20,9 @@ def check_receiver(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     keys = raw.get("API_KEYS", [])
     if not isinstance(keys, list | tuple) or not all(isinstance(k, str) and k for k in keys):
         messages.append(
-            Error("SUPALYTICS_RECEIVER['API_KEYS'] must be a list of strings.",
-                  id="supalytics.E102")
+            Error(
+                "SUPALYTICS_RECEIVER['API_KEYS'] must be a list of strings.", id="supalytics.E102"
+            )
         )
     elif not keys:
         messages.append(
@@ -34,15 +35,19 @@ def check_receiver(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     limit = raw.get("RATE_LIMIT", 100)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         messages.append(
-            Error("SUPALYTICS_RECEIVER['RATE_LIMIT'] must be a whole number of at least 1.",
-                  id="supalytics.E103")
+            Error(
+                "SUPALYTICS_RECEIVER['RATE_LIMIT'] must be a whole number of at least 1.",
+                id="supalytics.E103",
+            )
         )
     caches = getattr(settings, "CACHES", {})
     alias = conf.CACHE_ALIAS
     if alias not in caches:
         messages.append(
-            Error(f"SUPALYTICS_RECEIVER['CACHE_ALIAS'] {alias!r} is not in CACHES.",
-                  id="supalytics.E104")
+            Error(
+                f"SUPALYTICS_RECEIVER['CACHE_ALIAS'] {alias!r} is not in CACHES.",
+                id="supalytics.E104",
+            )
         )
     elif caches[alias].get("BACKEND") in PER_PROCESS_CACHES:
         messages.append(

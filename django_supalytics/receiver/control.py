@@ -56,9 +56,9 @@ class FaultsView(ControlView):
 
 class ResetView(ControlView):
     def post(self, request: Request) -> Response:
-        received = bool(request.data.get("received", True)) if isinstance(
-            request.data, dict
-        ) else True
+        received = (
+            bool(request.data.get("received", True)) if isinstance(request.data, dict) else True
+        )
         faults.reset(received=received)
         return Response({"success": True})
 

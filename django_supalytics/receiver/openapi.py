@@ -112,9 +112,7 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/Event"}
-                            }
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Event"}}
                         },
                     },
                     "responses": {

@@ -52,8 +52,9 @@ class AlwaysJSON(BaseContentNegotiation):
 
 class CompactJSON(JSONRenderer):
     # The vendor's documented body is {"success": true}; keep the same separators.
-    def render(self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
-               ) -> bytes:
+    def render(
+        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+    ) -> bytes:
         return json.dumps(data, separators=(", ", ": ")).encode()
 
 
@@ -112,9 +113,10 @@ class EventsView(APIView):
     renderer_classes = [CompactJSON]
     content_negotiation_class = AlwaysJSON
 
-    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return error(405, "method_not_allowed", f"{request.method} is not allowed; use POST",
-                     Allow="POST")
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        return error(
+            405, "method_not_allowed", f"{request.method} is not allowed; use POST", Allow="POST"
+        )
 
     def get(self, request: Request) -> Response:
         return self.http_method_not_allowed(request)
@@ -151,12 +153,12 @@ class EventsView(APIView):
             )
         return self._accept(request, token, kid, headers)
 
-    def _accept(self, request: Request, token: str, kid: str, headers: dict[str, str]
-                ) -> Response:
+    def _accept(self, request: Request, token: str, kid: str, headers: dict[str, str]) -> Response:
         content_type = request.content_type.split(";")[0].strip().lower()
         if content_type != "application/json":
-            return error(415, "unsupported_media_type",
-                         "send Content-Type: application/json", **headers)
+            return error(
+                415, "unsupported_media_type", "send Content-Type: application/json", **headers
+            )
         try:
             length = int(request.headers.get("Content-Length") or 0)
         except ValueError:
@@ -196,8 +198,9 @@ class EventsView(APIView):
         return Response({"success": True}, headers=headers)
 
     def _too_large(self, headers: dict[str, str]) -> Response:
-        return error(413, "payload_too_large",
-                     f"the body is over {BODY_MAX_BYTES} bytes", **headers)
+        return error(
+            413, "payload_too_large", f"the body is over {BODY_MAX_BYTES} bytes", **headers
+        )
 
     def _replayed(self, headers: dict[str, str]) -> Response:
         return Response({"success": True}, headers={**headers, "Idempotent-Replayed": "true"})

@@ -21,8 +21,11 @@ def remember_previous(sender: Any, instance: Subscription, **kwargs: Any) -> Non
 
 @receiver(post_save, sender=Subscription)
 def track_subscription(sender: Any, instance: Subscription, created: bool, **kwargs: Any) -> None:
-    metadata = {"plan": instance.plan, "amount": float(instance.amount),
-                "currency": instance.currency}
+    metadata = {
+        "plan": instance.plan,
+        "amount": float(instance.amount),
+        "currency": instance.currency,
+    }
     previous = getattr(instance, "_previous", None)
     if created:
         track("subscription_created", user=instance.user, metadata=metadata)

@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -22,7 +23,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def signup(request: HttpRequest) -> HttpResponse:
-    form = UserCreationForm(request.POST or None)
+    form: UserCreationForm[Any] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             user = form.save()
@@ -40,9 +41,11 @@ def change_plan(request: HttpRequest) -> HttpResponse:
     if plan not in PLANS:
         return HttpResponseBadRequest("unknown plan")
     with transaction.atomic():
-        sub = Subscription.objects.select_for_update().filter(
-            user=request.user, status="active"
-        ).first()
+        sub = (
+            Subscription.objects.select_for_update()
+            .filter(user=request.user, status="active")
+            .first()
+        )
         if sub is None:
             Subscription.objects.create(user=request.user, plan=plan, amount=PLANS[plan])
         else:

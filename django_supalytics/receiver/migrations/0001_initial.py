@@ -5,29 +5,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ReceivedEvent',
+            name="ReceivedEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(db_index=True, max_length=64)),
-                ('visitor_id', models.CharField(blank=True, db_index=True, max_length=128)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('idempotency_key', models.CharField(blank=True, max_length=255)),
-                ('key_id', models.CharField(help_text='A digest of the API key.', max_length=16)),
-                ('key_prefix', models.CharField(max_length=12)),
-                ('received_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(db_index=True, max_length=64)),
+                ("visitor_id", models.CharField(blank=True, db_index=True, max_length=128)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("idempotency_key", models.CharField(blank=True, max_length=255)),
+                ("key_id", models.CharField(help_text="A digest of the API key.", max_length=16)),
+                ("key_prefix", models.CharField(max_length=12)),
+                (
+                    "received_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
             ],
             options={
-                'verbose_name': 'received event',
-                'ordering': ['-received_at', '-id'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('idempotency_key', ''), _negated=True), fields=('key_id', 'idempotency_key'), name='supalytics_receiver_idempotency')],
+                "verbose_name": "received event",
+                "ordering": ["-received_at", "-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("idempotency_key", ""), _negated=True),
+                        fields=("key_id", "idempotency_key"),
+                        name="supalytics_receiver_idempotency",
+                    )
+                ],
             },
         ),
     ]

@@ -16,8 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8765, help="port to bind (8765)")
         parser.add_argument("--verbose-requests", action="store_true", help="log each request")
 
-    def handle(self, *args: Any, host: str, port: int, verbose_requests: bool,
-               **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, verbose_requests: bool, **options: Any
+    ) -> None:
         from ...server import serve
 
         if not 0 < port < 65536:
