@@ -84,10 +84,10 @@ def forget_visitor(visitor_id: str) -> dict[str, int]:
         if field:
             from django.contrib.auth import get_user_model
 
-            counts["identities"] = (
-                get_user_model()
-                ._default_manager.filter(**{field: visitor_id})
-                .update(**{field: None})
+            model = get_user_model()
+            empty = None if model._meta.get_field(field).null else ""
+            counts["identities"] = model._default_manager.filter(**{field: visitor_id}).update(
+                **{field: empty}
             )
         else:
             counts["identities"] = VisitorIdentity.objects.filter(visitor_id=visitor_id).delete()[0]

@@ -1,0 +1,84 @@
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from django_supalytics import tasks, track
+from django_supalytics.models import OutboxEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def published():
+    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
+        yield apply_async
+
+
+def test_sweep_re_enqueues_rows_due_for_longer_than_the_grace(published):
+    lost = track("lost")
+    fresh = track("fresh")
+    OutboxEvent.objects.filter(pk=lost.pk).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=5)
+    )
+    result = tasks.sweep_outbox()
+    assert result == {"reclaimed": 0, "enqueued": 1}
+    assert [c.args[0] for c in published.call_args_list] == [(lost.pk,)]
+    assert fresh.pk not in [c.args[0][0] for c in published.call_args_list]
+
+
+def test_sweep_reclaims_expired_leases(published):
+    event = track("stuck")
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        status="sending",
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+        next_attempt_at=timezone.now() - timedelta(minutes=5),
+    )
+    assert tasks.sweep_outbox() == {"reclaimed": 1, "enqueued": 1}
+    assert OutboxEvent.objects.get(pk=event.pk).status == "pending"
+
+
+def test_sweep_survives_a_broker_that_is_down(published):
+    published.side_effect = OSError("broker down")
+    event = track("lost")
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=5)
+    )
+    assert tasks.sweep_outbox()["enqueued"] == 0
+
+
+def test_deliver_event_re_enqueues_a_short_retry(published, endpoint):
+    from tests.httpserver import Answer
+
+    endpoint.script(Answer(503, {"error": "down"}))
+    event = track("e")
+    assert tasks.deliver_event(event.pk) == "retry"
+    [call] = published.call_args_list
+    assert call.args[0] == (event.pk,)
+    assert 0 <= call.kwargs.get("countdown", 0) <= 1.0
+
+
+def test_deliver_event_leaves_a_long_wait_to_the_sweeper(published, endpoint, settings):
+    from tests.httpserver import Answer
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "MAX_COUNTDOWN": 1.0}
+    endpoint.script(Answer(429, {"error": "slow down"}, {"Retry-After": "30"}))
+    event = track("e")
+    assert tasks.deliver_event(event.pk) == "rate_limited"
+    assert not published.called
+
+
+def test_enqueue_uses_the_configured_queue(published, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "TASK_QUEUE": "analytics"}
+    assert tasks.enqueue(1) is True
+    assert published.call_args.kwargs["queue"] == "analytics"
+
+
+def test_purge_task_uses_retention(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RETENTION_DAYS": 1}
+    old = track("old")
+    OutboxEvent.objects.filter(pk=old.pk).update(
+        status="sent", sent_at=timezone.now() - timedelta(days=2)
+    )
+    assert tasks.purge_outbox() == 1
