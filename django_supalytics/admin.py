@@ -85,7 +85,7 @@ class OutboxEventAdmin(_OutboxEventAdmin):
                 )
             )
             changed = OutboxEvent.objects.filter(pk__in=pks).update(
-                status=Status.PENDING, next_attempt_at=timezone.now(), attempts=0
+                status=Status.PENDING, next_attempt_at=timezone.now(), attempts=0, failed_at=None
             )
             for pk in pks:
                 transaction.on_commit(partial(enqueue, pk))

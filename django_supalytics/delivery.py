@@ -106,10 +106,10 @@ def record(event: OutboxEvent, outcome: Outcome) -> Result:
         fields.update(status=Status.SENT, sent_at=now)
     elif kind is Kind.RETRY and attempts >= conf.MAX_ATTEMPTS:
         kind = Kind.FAILED
-        fields.update(status=Status.FAILED)
+        fields.update(status=Status.FAILED, failed_at=now)
         fields["last_error"] = f"gave up after {attempts} attempts; last: {outcome.error}"
     elif kind is Kind.FAILED:
-        fields.update(status=Status.FAILED)
+        fields.update(status=Status.FAILED, failed_at=now)
     else:
         if kind is Kind.RATE_LIMITED:
             retry_in = outcome.wait or client.RATE_LIMIT_WAIT_FLOOR
@@ -197,18 +197,24 @@ def due(grace: float = 0.0) -> QuerySet[OutboxEvent]:
     )
 
 
-def purge(
-    older_than: timedelta, *, include_failed: bool = False, batch_size: int | None = None
-) -> int:
-    """Delete sent rows (and failed ones, when asked) older than ``older_than``, in batches."""
+def purgeable(older_than: timedelta, *, include_failed: bool = False) -> QuerySet[OutboxEvent]:
+    """Sent rows (and failed ones, when asked) older than ``older_than``."""
     cutoff = timezone.now() - older_than
     condition = Q(status=Status.SENT, sent_at__lt=cutoff)
     if include_failed:
         condition |= Q(status=Status.FAILED, created_at__lt=cutoff)
+    return OutboxEvent.objects.filter(condition)
+
+
+def purge(
+    older_than: timedelta, *, include_failed: bool = False, batch_size: int | None = None
+) -> int:
+    """Delete what ``purgeable`` selects, in batches, so no transaction grows large."""
+    rows = purgeable(older_than, include_failed=include_failed)
     size = batch_size or conf.PURGE_BATCH_SIZE
     deleted = 0
     while True:
-        pks = list(OutboxEvent.objects.filter(condition).values_list("pk", flat=True)[:size])
+        pks = list(rows.values_list("pk", flat=True)[:size])
         if not pks:
             return deleted
         deleted += OutboxEvent.objects.filter(pk__in=pks).delete()[0]

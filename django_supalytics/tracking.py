@@ -25,6 +25,32 @@ def resolve_visitor_id(visitor_id: str | None, user: Any, request: Any) -> str |
     return get_visitor_id(user)
 
 
+def build_event(
+    name: str,
+    *,
+    visitor_id: str | None = None,
+    user: Any = None,
+    request: Any = None,
+    metadata: dict[str, Any] | None = None,
+) -> OutboxEvent:
+    """A validated, unsaved ``OutboxEvent``; raises ``InvalidEvent`` naming the field."""
+    name = validate_name(name)
+    clean_metadata = {} if metadata is None else validate_metadata(metadata)
+    resolved = resolve_visitor_id(visitor_id, user, request)
+    event = OutboxEvent(
+        name=name,
+        visitor_id=resolved or "",
+        metadata=clean_metadata,
+        user=user if _authenticated(user) else None,
+    )
+    size = len(json.dumps(event.payload).encode())
+    if size > BODY_MAX_BYTES:
+        raise InvalidEvent(
+            "metadata", f"makes the request body {size} bytes; at most {BODY_MAX_BYTES}"
+        )
+    return event
+
+
 def track(
     name: str,
     *,
@@ -41,26 +67,13 @@ def track(
     (``request.user`` when ``user`` is not given). Returns the new ``OutboxEvent``; rolled back,
     it is neither stored nor sent. Never touches the network.
     """
-    name = validate_name(name)
-    clean_metadata = {} if metadata is None else validate_metadata(metadata)
     if user is None and request is not None:
         request_user = getattr(request, "user", None)
         user = request_user if _authenticated(request_user) else None
-    resolved = resolve_visitor_id(visitor_id, user, request)
-    event = OutboxEvent(
-        name=name,
-        visitor_id=resolved or "",
-        metadata=clean_metadata,
-        user=user if _authenticated(user) else None,
-    )
-    size = len(json.dumps(event.payload).encode())
-    if size > BODY_MAX_BYTES:
-        raise InvalidEvent(
-            "metadata", f"makes the request body {size} bytes; at most {BODY_MAX_BYTES}"
-        )
+    event = build_event(name, visitor_id=visitor_id, user=user, request=request, metadata=metadata)
     using = using or router.db_for_write(OutboxEvent)
-    if request is not None and resolved and user is not None and get_visitor_id(user) is None:
-        link_visitor(user, resolved)
+    if request is not None and event.visitor_id and event.user and get_visitor_id(user) is None:
+        link_visitor(user, event.visitor_id)
     event.save(using=using, force_insert=True)
     transaction.on_commit(partial(enqueue, event.pk), using=using)
     return event

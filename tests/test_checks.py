@@ -3,15 +3,23 @@ from django.core.checks import run_checks
 from django.test import override_settings
 
 BASE = {"API_KEY": "sly_test_key", "ENDPOINT": "https://api.supalytics.co/v1/events"}
-REDIS = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                     "LOCATION": "redis://127.0.0.1:6379/1"}}
+REDIS = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/1",
+    }
+}
 
 
 def ids(**supalytics):
-    with override_settings(SUPALYTICS={**BASE, **supalytics}, CACHES=REDIS,
-                           SILENCED_SYSTEM_CHECKS=[]):
-        return {m.id for m in run_checks() if m.id and m.id.startswith("supalytics.E0")
-                or m.id.startswith("supalytics.W0")}
+    with override_settings(
+        SUPALYTICS={**BASE, **supalytics}, CACHES=REDIS, SILENCED_SYSTEM_CHECKS=[]
+    ):
+        return {
+            m.id
+            for m in run_checks()
+            if (m.id or "").startswith(("supalytics.E0", "supalytics.W0"))
+        }
 
 
 def test_a_good_configuration_passes():
@@ -34,8 +42,14 @@ def test_e003_bad_endpoint(endpoint):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("RATE_LIMIT", 0), ("RATE_LIMIT", "fast"), ("MAX_ATTEMPTS", 0), ("READ_TIMEOUT", -1),
-     ("BATCH_SIZE", True), ("LEASE_SECONDS", None)],
+    [
+        ("RATE_LIMIT", 0),
+        ("RATE_LIMIT", "fast"),
+        ("MAX_ATTEMPTS", 0),
+        ("READ_TIMEOUT", -1),
+        ("BATCH_SIZE", True),
+        ("LEASE_SECONDS", None),
+    ],
 )
 def test_e004_bad_numbers(name, value):
     assert ids(**{name: value}) == {"supalytics.E004"}
@@ -66,9 +80,11 @@ def test_e006_unknown_cache_alias():
 
 
 def test_w002_per_process_cache():
-    with override_settings(SUPALYTICS=BASE, SILENCED_SYSTEM_CHECKS=[], CACHES={
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    }):
+    with override_settings(
+        SUPALYTICS=BASE,
+        SILENCED_SYSTEM_CHECKS=[],
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+    ):
         assert "supalytics.W002" in {m.id for m in run_checks()}
 
 
@@ -111,13 +127,13 @@ def test_receiver_checks():
         assert "supalytics.W101" in {m.id for m in run_checks()}
     with override_settings(SUPALYTICS_RECEIVER={"API_KEYS": "sly_x"}, CACHES=REDIS):
         assert "supalytics.E102" in {m.id for m in run_checks()}
-    with override_settings(SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "RATE_LIMIT": 0},
-                           CACHES=REDIS):
+    with override_settings(SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "RATE_LIMIT": 0}, CACHES=REDIS):
         assert "supalytics.E103" in {m.id for m in run_checks()}
     with override_settings(SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "CACHE_ALIAS": "x"}):
         assert "supalytics.E104" in {m.id for m in run_checks()}
-    with override_settings(SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "CONTROL": True},
-                           DEBUG=False, CACHES=REDIS):
+    with override_settings(
+        SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "CONTROL": True}, DEBUG=False, CACHES=REDIS
+    ):
         assert "supalytics.W103" in {m.id for m in run_checks()}
 
 
@@ -125,7 +141,8 @@ def test_receiver_checks_shape_and_cache():
     with override_settings(SUPALYTICS_RECEIVER=["k"]):
         assert "supalytics.E101" in {m.id for m in run_checks()}
     with override_settings(
-        SUPALYTICS_RECEIVER={"API_KEYS": ["k"]}, SILENCED_SYSTEM_CHECKS=[],
+        SUPALYTICS_RECEIVER={"API_KEYS": ["k"]},
+        SILENCED_SYSTEM_CHECKS=[],
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
     ):
         assert "supalytics.W102" in {m.id for m in run_checks()}

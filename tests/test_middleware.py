@@ -187,8 +187,9 @@ def test_login_links_the_requests_visitor_id(client, django_user_model):
 @pytest.mark.django_db
 def test_signup_links_on_the_same_request(client):
     client.cookies["supalytics_vid"] = "signup-vid"
-    response = client.post("/signup/", {"username": "bob", "password1": "pw-123456x",
-                                        "password2": "pw-123456x"})
+    response = client.post(
+        "/signup/", {"username": "bob", "password1": "pw-123456x", "password2": "pw-123456x"}
+    )
     assert response.status_code == 302
     assert VisitorIdentity.objects.get(user__username="bob").visitor_id == "signup-vid"
 

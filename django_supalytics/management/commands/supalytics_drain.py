@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import delivery
+from ._common import Progress, usage_error
+
+#: Longest single wait for the rate limiter before looking again.
+WAIT_STEP = 5.0
+
+
+class Command(BaseCommand):
+    help = (
+        "Deliver due events from this process, without Celery: for cron-only sites and "
+        "emergencies. Oldest first, through the same shared rate limiter as the workers, "
+        "so it can run beside them."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=None,
+            help="deliver at most this many events (default: all that are due)",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help="rows claimed per transaction (default: SUPALYTICS BATCH_SIZE)",
+        )
+
+    def handle(self, *args: Any, limit: int | None, batch_size: int | None, **options: Any) -> None:
+        if limit is not None and limit < 1:
+            raise usage_error("--limit must be at least 1")
+        if batch_size is not None and batch_size < 1:
+            raise usage_error("--batch-size must be at least 1")
+        total = delivery.due().count()
+        if limit is not None:
+            total = min(total, limit)
+        if not total:
+            self.stdout.write("Nothing is due.")
+            return
+        outcomes: Counter[str] = Counter()
+        progress = Progress(total, self.stdout, "Delivering")
+        done = 0
+        while done < total:
+            results = delivery.deliver_due(min(batch_size or 50, total - done))
+            if not results:
+                break
+            for result in results:
+                if result.outcome != "deferred":
+                    outcomes[result.outcome] += 1
+                    done += 1
+                    progress.advance()
+            deferred = [r for r in results if r.outcome == "deferred"]
+            if deferred:
+                if deferred[-1].retry_in is None:
+                    progress.finish()
+                    raise CommandError(
+                        "delivery is off (ENABLED is False) or no API key is set", returncode=1
+                    )
+                time.sleep(min(WAIT_STEP, deferred[-1].retry_in))
+        progress.finish()
+        summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+        self.stdout.write(f"Done: {summary or 'nothing delivered'}.")

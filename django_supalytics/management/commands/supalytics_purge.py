@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from ... import delivery
+from ...conf import conf
+from ._common import usage_error
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete sent events older than RETENTION_DAYS (or --older-than-days) from the outbox, "
+        "in batches. Pending events are never deleted."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--older-than-days",
+            type=float,
+            default=None,
+            help="age in days (default: SUPALYTICS['RETENTION_DAYS'])",
+        )
+        parser.add_argument(
+            "--include-failed", action="store_true", help="also delete failed events of that age"
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="count what would be deleted; delete nothing"
+        )
+
+    def handle(
+        self,
+        *args: Any,
+        older_than_days: float | None,
+        include_failed: bool,
+        dry_run: bool,
+        **options: Any,
+    ) -> None:
+        days = conf.RETENTION_DAYS if older_than_days is None else older_than_days
+        if days < 0:
+            raise usage_error("--older-than-days must not be negative")
+        age = timedelta(days=days)
+        if dry_run:
+            count = delivery.purgeable(age, include_failed=include_failed).count()
+            self.stdout.write(f"Would delete {count} events older than {days:g} days.")
+            return
+        deleted = delivery.purge(age, include_failed=include_failed)
+        self.stdout.write(f"Deleted {deleted} events older than {days:g} days.")

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from ... import delivery
+from ...exceptions import InvalidEvent
+from ...tracking import track
+from ._common import parse_metadata, usage_error
+
+
+class Command(BaseCommand):
+    help = (
+        "Track one event, to check a set-up. By default it is queued for the Celery worker "
+        "like any other; with --now it is sent from this process and the answer is printed."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="event name, e.g. setup_check")
+        parser.add_argument("--visitor-id", help="visitor ID to attribute the event to")
+        parser.add_argument(
+            "--metadata",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="metadata pairs; numbers and true/false are converted",
+        )
+        parser.add_argument(
+            "--now", action="store_true", help="send synchronously and print the outcome"
+        )
+
+    def handle(
+        self,
+        *args: Any,
+        name: str,
+        visitor_id: str | None,
+        metadata: list[str] | None,
+        now: bool,
+        **options: Any,
+    ) -> None:
+        try:
+            with transaction.atomic():
+                event = track(name, visitor_id=visitor_id, metadata=parse_metadata(metadata))
+        except InvalidEvent as exc:
+            raise usage_error(f"invalid event: {exc}") from exc
+        self.stdout.write(f"Tracked {event.name} as {event.uuid}:")
+        self.stdout.write(json.dumps(event.payload, indent=2))
+        if not now:
+            self.stdout.write("Queued for the Celery worker.")
+            return
+        result = delivery.deliver(event.pk)
+        event.refresh_from_db()
+        line = f"Outcome: {result.outcome} (status {event.last_status_code})"
+        if result.outcome == "sent":
+            self.stdout.write(self.style.SUCCESS(line))
+            return
+        # Not sent now: the row stays in the outbox (retried by the worker unless it failed).
+        raise CommandError(f"{line}: {event.last_error or 'not sent'}", returncode=1)

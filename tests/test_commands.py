@@ -1,0 +1,227 @@
+import json
+from datetime import timedelta
+from io import StringIO
+from unittest import mock
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from django_supalytics import track
+from django_supalytics.models import OutboxEvent
+from testproject.shop.models import Subscription
+from tests.httpserver import Answer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def published():
+    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
+        yield apply_async
+
+
+def run(*args):
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def fails(*args):
+    with pytest.raises(CommandError) as info:
+        run(*args)
+    return info.value
+
+
+# supalytics_send
+
+
+def test_send_queues_one_event_with_converted_metadata(
+    published, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        output = run(
+            "supalytics_send",
+            "setup_check",
+            "--visitor-id",
+            "v1",
+            "--metadata",
+            "plan=pro",
+            "amount=29",
+            "ok=true",
+            "ratio=0.5",
+        )
+    event = OutboxEvent.objects.get()
+    assert event.metadata == {"plan": "pro", "amount": 29, "ok": True, "ratio": 0.5}
+    assert event.visitor_id == "v1"
+    assert "Queued for the Celery worker" in output
+    published.assert_called_once()
+
+
+def test_send_now_prints_the_outcome(endpoint):
+    output = run("supalytics_send", "setup_check", "--now")
+    assert "Outcome: sent (status 200)" in output
+    assert len(endpoint.requests) == 1
+
+
+def test_send_now_refused_exits_1(endpoint):
+    endpoint.script(Answer(401, {"error": {"code": "invalid_api_key", "message": "bad key"}}))
+    error = fails("supalytics_send", "setup_check", "--now")
+    assert error.returncode == 1
+    assert "invalid_api_key" in str(error)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("Bad Name",),
+        ("ok", "--visitor-id", "a b"),
+        ("ok", "--metadata", "novalue"),
+        ("ok", "--metadata", *[f"k{i}=1" for i in range(11)]),
+    ],
+)
+def test_send_bad_input_exits_2_and_writes_nothing(args):
+    assert fails("supalytics_send", *args).returncode == 2
+    assert not OutboxEvent.objects.exists()
+
+
+# supalytics_status
+
+
+def test_status_counts_and_json():
+    track("a")
+    sent = track("b")
+    OutboxEvent.objects.filter(pk=sent.pk).update(status="sent", sent_at=timezone.now())
+    failed = track("c")
+    OutboxEvent.objects.filter(pk=failed.pk).update(
+        status="failed", failed_at=timezone.now(), last_error="invalid_name: nope"
+    )
+    text = run("supalytics_status")
+    assert "pending" in text and "last error          invalid_name: nope" in text
+    data = json.loads(run("supalytics_status", "--json"))
+    assert data["counts"] == {"pending": 1, "sending": 0, "sent": 1, "failed": 1}
+    assert data["delivered_last_hour"] == 1
+    assert data["failed_last_hour"] == 1
+    assert data["oldest_pending_age"] >= 0
+
+
+# supalytics_purge
+
+
+def _aged(name, status, days):
+    event = track(name)
+    when = timezone.now() - timedelta(days=days)
+    OutboxEvent.objects.filter(pk=event.pk).update(status=status, sent_at=when, created_at=when)
+    return event
+
+
+def test_purge_dry_run_deletes_nothing():
+    _aged("old", "sent", 30)
+    assert "Would delete 1 events" in run("supalytics_purge", "--dry-run")
+    assert OutboxEvent.objects.count() == 1
+
+
+def test_purge_deletes_sent_past_retention():
+    _aged("old", "sent", 30)
+    _aged("new", "sent", 1)
+    _aged("old_failed", "failed", 30)
+    assert "Deleted 1 events older than 7 days" in run("supalytics_purge")
+    assert "Deleted 1" in run("supalytics_purge", "--include-failed")
+    assert "Deleted 1" in run("supalytics_purge", "--older-than-days", "0")
+    assert not OutboxEvent.objects.exists()
+
+
+def test_purge_bad_age_exits_2():
+    assert fails("supalytics_purge", "--older-than-days", "-1").returncode == 2
+
+
+# supalytics_drain
+
+
+def test_drain_delivers_every_due_event_oldest_first(endpoint):
+    events = [track(f"d{i}") for i in range(7)]
+    output = run("supalytics_drain", "--batch-size", "3")
+    assert "Done: 7 sent." in output
+    assert [r.json["name"] for r in endpoint.requests] == [e.name for e in events]
+
+
+def test_drain_respects_the_limit(endpoint):
+    for i in range(5):
+        track(f"d{i}")
+    run("supalytics_drain", "--limit", "2")
+    assert OutboxEvent.objects.filter(status="sent").count() == 2
+
+
+def test_drain_with_nothing_due():
+    assert "Nothing is due." in run("supalytics_drain")
+
+
+def test_drain_with_delivery_off_exits_1(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ENABLED": False}
+    track("e")
+    assert fails("supalytics_drain").returncode == 1
+
+
+def test_drain_bad_limit_exits_2():
+    assert fails("supalytics_drain", "--limit", "0").returncode == 2
+
+
+# supalytics_backfill
+
+
+def _subscriptions(django_user_model, count):
+    with mock.patch("testproject.shop.handlers.track"):  # no signal events for the set-up
+        user = django_user_model.objects.create(username="u")
+        return [Subscription.objects.create(user=user, plan="pro", amount=29) for _ in range(count)]
+
+
+def test_backfill_tracks_each_row_once_and_resumes(
+    django_user_model, published, django_capture_on_commit_callbacks
+):
+    subs = _subscriptions(django_user_model, 5)
+    with django_capture_on_commit_callbacks(execute=True):
+        output = run(
+            "supalytics_backfill",
+            "shop.Subscription",
+            "--event",
+            "subscription_existing",
+            "--metadata-from",
+            "plan",
+            "amount",
+            "--user-from",
+            "user",
+            "--batch-size",
+            "2",
+        )
+    assert "Tracked 5 subscription_existing events; 0 rows already done." in output
+    events = OutboxEvent.objects.filter(name="subscription_existing")
+    assert events.count() == 5
+    assert events.first().metadata == {"plan": "pro", "amount": "29.00"}
+    assert published.call_count == 5
+    # A re-run, or one after an interruption, adds nothing twice.
+    assert "Tracked 0" in run(
+        "supalytics_backfill", "shop.Subscription", "--event", "subscription_existing"
+    )
+    assert events.count() == 5
+    assert subs
+
+
+def test_backfill_dry_run_writes_nothing(django_user_model):
+    _subscriptions(django_user_model, 3)
+    output = run("supalytics_backfill", "shop.Subscription", "--event", "x", "--dry-run")
+    assert "Would track 3 x events" in output
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("nope.Model", "--event", "x"),
+        ("shop.Subscription", "--event", "Bad"),
+        ("shop.Subscription", "--event", "x", "--metadata-from", "nofield"),
+        ("shop.Subscription", "--event", "x", "--batch-size", "0"),
+    ],
+)
+def test_backfill_bad_input_exits_2(args):
+    assert fails("supalytics_backfill", *args).returncode == 2
+    assert not OutboxEvent.objects.exists()
