@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
+from . import stats
+from .chart import hourly_svg
 from .models import OutboxEvent, VisitorIdentity
 
 if TYPE_CHECKING:
@@ -39,7 +42,7 @@ class OutboxEventAdmin(_OutboxEventAdmin):
         "next_attempt_at",
     ]
     list_filter = ["status", "name", "last_status_code", "created_at"]
-    search_fields = ["=uuid", "name", "=visitor_id"]
+    search_fields = ["uuid", "name", "=visitor_id"]
     date_hierarchy = "created_at"
     actions = ["retry_now", "discard"]
     list_select_related = False
@@ -64,9 +67,22 @@ class OutboxEventAdmin(_OutboxEventAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Rows are read-only in the form; "Retry now" is what changes them.
-        return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        figures = stats.summary()
+        oldest = (
+            timezone.now() - timedelta(seconds=figures.oldest_pending_age)
+            if figures.oldest_pending_age is not None
+            else None
+        )
+        context = {
+            "supalytics_summary": figures,
+            "supalytics_oldest": oldest,
+            "supalytics_chart": hourly_svg(stats.hourly(24)),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=context)
 
     @admin.display(description="age", ordering="created_at")
     def age(self, obj: OutboxEvent) -> str:

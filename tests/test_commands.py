@@ -196,7 +196,7 @@ def test_backfill_tracks_each_row_once_and_resumes(
     assert "Tracked 5 subscription_existing events; 0 rows already done." in output
     events = OutboxEvent.objects.filter(name="subscription_existing")
     assert events.count() == 5
-    assert events.first().metadata == {"plan": "pro", "amount": "29.00"}
+    assert events[0].metadata == {"plan": "pro", "amount": "29.00"}
     assert published.call_count == 5
     # A re-run, or one after an interruption, adds nothing twice.
     assert "Tracked 0" in run(

@@ -1,0 +1,161 @@
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
+
+from django_supalytics import stats, track
+from django_supalytics.chart import hourly_svg
+from django_supalytics.models import OutboxEvent
+from django_supalytics.receiver.models import ReceivedEvent
+
+pytestmark = pytest.mark.django_db
+CHANGELIST = "admin:django_supalytics_outboxevent_changelist"
+
+
+@pytest.fixture(autouse=True)
+def published():
+    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
+        yield apply_async
+
+
+def _failed(name="bad", error="invalid_name: nope"):
+    event = track(name)
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        status="failed",
+        attempts=3,
+        last_status_code=400,
+        last_error=error,
+        failed_at=timezone.now(),
+    )
+    return event
+
+
+def _staff(django_user_model, *perms):
+    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=perms))
+    return user
+
+
+def test_changelist_shows_summary_and_chart(admin_client):
+    track("pending_one")
+    _failed()
+    response = admin_client.get(reverse(CHANGELIST))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-status="pending">1<' in html
+    assert 'data-status="failed">1<' in html
+    assert "<svg" in html and "supalytics-chart" in html
+    assert "invalid_name: nope" in html
+
+
+def test_changelist_filters_by_status(admin_client):
+    track("still_pending")
+    _failed("went_wrong")
+    response = admin_client.get(reverse(CHANGELIST), {"status__exact": "failed"})
+    assert [e.name for e in response.context["cl"].result_list] == ["went_wrong"]
+
+
+def test_changelist_search_by_uuid_and_visitor(admin_client):
+    event = track("findme", visitor_id="vis-42")
+    track("other")
+    for term in (str(event.uuid), "vis-42"):
+        response = admin_client.get(reverse(CHANGELIST), {"q": term})
+        assert [e.name for e in response.context["cl"].result_list] == ["findme"]
+
+
+def test_detail_shows_the_payload_and_never_the_key(admin_client, settings):
+    event = track("shown", metadata={"plan": "pro"})
+    url = reverse("admin:django_supalytics_outboxevent_change", args=[event.pk])
+    html = admin_client.get(url).content.decode()
+    assert "&quot;plan&quot;: &quot;pro&quot;" in html
+    assert settings.SUPALYTICS["API_KEY"] not in html
+
+
+def test_retry_now_requeues_failed_events(
+    admin_client, published, django_capture_on_commit_callbacks
+):
+    failed = _failed()
+    sent = track("done")
+    OutboxEvent.objects.filter(pk=sent.pk).update(status="sent")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse(CHANGELIST),
+            {"action": "retry_now", "_selected_action": [failed.pk, sent.pk]},
+            follow=True,
+        )
+    assert "1 event(s) queued for delivery now." in response.content.decode()
+    row = OutboxEvent.objects.get(pk=failed.pk)
+    assert (row.status, row.attempts, row.failed_at) == ("pending", 0, None)
+    assert OutboxEvent.objects.get(pk=sent.pk).status == "sent"
+    assert [c.args[0] for c in published.call_args_list][-1] == (failed.pk,)
+
+
+def test_discard_deletes(admin_client):
+    event = _failed()
+    response = admin_client.post(
+        reverse(CHANGELIST), {"action": "discard", "_selected_action": [event.pk]}, follow=True
+    )
+    assert "1 event(s) discarded." in response.content.decode()
+    assert not OutboxEvent.objects.exists()
+
+
+def test_actions_need_permissions(client, django_user_model):
+    event = _failed()
+    client.force_login(_staff(django_user_model, "view_outboxevent"))
+    response = client.post(
+        reverse(CHANGELIST), {"action": "retry_now", "_selected_action": [event.pk]}
+    )
+    assert OutboxEvent.objects.get(pk=event.pk).status == "failed"
+    assert response.status_code in (200, 302)
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    assert "retry_now" not in html and "discard" not in html
+
+
+def test_change_permission_allows_retry_only(client, django_user_model):
+    client.force_login(_staff(django_user_model, "view_outboxevent", "change_outboxevent"))
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    assert "retry_now" in html and 'value="discard"' not in html
+
+
+def test_no_add_button(admin_client):
+    url = reverse("admin:django_supalytics_outboxevent_add")
+    assert admin_client.get(url).status_code == 403
+
+
+def test_visitor_identity_and_received_event_admins(admin_client):
+    ReceivedEvent.objects.create(name="got", key_id="k", key_prefix="sly_test")
+    for name in ("django_supalytics_visitoridentity", "supalytics_receiver_receivedevent"):
+        assert admin_client.get(reverse(f"admin:{name}_changelist")).status_code == 200
+
+
+def test_summary_figures():
+    now = timezone.now()
+    track("p1")
+    old = track("p2")
+    OutboxEvent.objects.filter(pk=old.pk).update(created_at=now - timedelta(minutes=10))
+    sent = track("s")
+    OutboxEvent.objects.filter(pk=sent.pk).update(status="sent", sent_at=now - timedelta(minutes=5))
+    stale = track("s_old")
+    OutboxEvent.objects.filter(pk=stale.pk).update(status="sent", sent_at=now - timedelta(hours=3))
+    figures = stats.summary(now)
+    assert figures.counts == {"pending": 2, "sending": 0, "sent": 2, "failed": 0}
+    assert 600 <= figures.oldest_pending_age < 660
+    assert figures.delivered_last_hour == 1
+
+
+def test_hourly_buckets_and_svg():
+    now = timezone.now().replace(minute=30)
+    for hours_ago, status in [(0, "sent"), (0, "sent"), (2, "sent"), (2, "failed"), (30, "sent")]:
+        event = track("h")
+        when = now - timedelta(hours=hours_ago)
+        OutboxEvent.objects.filter(pk=event.pk).update(status=status, sent_at=when, failed_at=when)
+    rows = stats.hourly(24, now)
+    assert len(rows) == 24
+    assert rows[-1][1:] == (2, 0)
+    assert rows[-3][1:] == (1, 1)
+    assert sum(d for _, d, _ in rows) == 3  # the one 30 hours ago is out of range
+    svg = str(hourly_svg(rows))
+    assert svg.count("<rect") == 48 and "peak 2/h" in svg
