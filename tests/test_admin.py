@@ -142,6 +142,7 @@ def test_summary_figures():
     OutboxEvent.objects.filter(pk=stale.pk).update(status="sent", sent_at=now - timedelta(hours=3))
     figures = stats.summary(now)
     assert figures.counts == {"pending": 2, "sending": 0, "sent": 2, "failed": 0}
+    assert figures.oldest_pending_age is not None
     assert 600 <= figures.oldest_pending_age < 660
     assert figures.delivered_last_hour == 1
 
