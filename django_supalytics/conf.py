@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS": 7,
     "PURGE_BATCH_SIZE": 1000,
     "TASK_QUEUE": None,
+    "ENQUEUE": "background",
     "COOKIE_NAME": "supalytics_vid",
     "HEADER_NAME": "X-Supalytics-Visitor-Id",
     "SOURCE_ORDER": ("header", "cookie"),
@@ -123,6 +124,10 @@ class Settings:
     def TASK_QUEUE(self) -> str | None:
         queue = self._get("TASK_QUEUE")
         return None if queue is None else str(queue)
+
+    @property
+    def ENQUEUE(self) -> str:
+        return str(self._get("ENQUEUE"))
 
     @property
     def COOKIE_NAME(self) -> str:

@@ -158,27 +158,64 @@ def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Res
 
 def deliver(event_id: int) -> Result:
     """Claim and send one row, if it is due and nobody else holds it."""
-    claimed = claim([event_id])
-    if not claimed:
-        return Result(event_id, "skipped")
-    return send(claimed[0])
+    results = deliver_many([event_id])
+    return results[0] if results else Result(event_id, "skipped")
+
+
+def send_batch(
+    batch: list[OutboxEvent], sleep: Callable[[float], None] = time.sleep
+) -> list[Result]:
+    """Send claimed rows one after another, oldest first.
+
+    When the limiter says wait (or delivery is off), the rest of the batch is handed back with
+    the same wait, marked ``deferred``.
+    """
+    results: list[Result] = []
+    for position, event in enumerate(batch):
+        result = send(event, sleep)
+        results.append(result)
+        if result.outcome == "deferred":
+            for rest in batch[position + 1 :]:
+                _release(rest, result.retry_in or 0.0)
+                results.append(Result(rest.pk, "deferred", result.retry_in))
+            break
+    return results
+
+
+def deliver_many(event_ids: list[int], sleep: Callable[[float], None] = time.sleep) -> list[Result]:
+    """Claim those of ``event_ids`` that are due and free, in one transaction, and send them.
+
+    Rows not due yet (a message that arrived early) come back ``deferred`` with the time until
+    they are due; rows already sent, or held by another worker, come back ``skipped``.
+    """
+    claimed = claim(event_ids, limit=len(event_ids))
+    results = send_batch(claimed, sleep)
+    missing = set(event_ids) - {event.pk for event in claimed}
+    if missing:
+        now = timezone.now()
+        early = dict(
+            OutboxEvent.objects.filter(
+                pk__in=missing, status=Status.PENDING, next_attempt_at__gt=now
+            ).values_list("pk", "next_attempt_at")
+        )
+        for pk in sorted(missing):
+            if pk in early:
+                results.append(Result(pk, "deferred", (early[pk] - now).total_seconds()))
+            else:
+                results.append(Result(pk, "skipped"))
+    return results
 
 
 def deliver_due(limit: int, sleep: Callable[[float], None] = time.sleep) -> list[Result]:
-    """Claim up to ``limit`` due rows, oldest first, and send them one after another."""
+    """Claim up to ``limit`` due rows, oldest first, in batches, and send them."""
     results: list[Result] = []
     while len(results) < limit:
         batch = claim(limit=min(conf.BATCH_SIZE, limit - len(results)))
         if not batch:
             break
-        for position, event in enumerate(batch):
-            result = send(event, sleep)
-            results.append(result)
-            if result.outcome == "deferred":
-                # The limiter said wait (or delivery is off): give the rest of the batch back.
-                for rest in batch[position + 1 :]:
-                    _release(rest, result.retry_in or 0.0)
-                return results
+        results.extend(send_batch(batch, sleep))
+        if results[-1].outcome == "deferred":
+            break
     return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from celery import shared_task
 
 from . import delivery
 from .conf import conf
+from .dispatch import apply_task, publish
 
 logger = logging.getLogger("django_supalytics")
 
@@ -21,32 +23,39 @@ SWEEP_LIMIT = 1000
 
 def enqueue(event_id: int, countdown: float | None = None) -> bool:
     """Ask a worker to deliver ``event_id``; never raises (the sweeper covers a lost message)."""
-    try:
-        options: dict[str, Any] = {"retry": False}
-        if countdown:
-            options["countdown"] = countdown
-        if conf.TASK_QUEUE:
-            options["queue"] = conf.TASK_QUEUE
-        deliver_event.apply_async((event_id,), **options)
-    except Exception:
-        logger.warning(
-            "supalytics: could not enqueue event %s; the sweeper will pick it up",
-            event_id,
-            exc_info=True,
-        )
-        return False
-    return True
+    return apply_task(deliver_event, (event_id,), countdown)
+
+
+def _requeue(results: list[delivery.Result]) -> None:
+    """Re-enqueue what is due again soon; longer waits are left to the sweeper, so that no
+    countdown comes near a broker's visibility timeout."""
+    by_wait: dict[float, list[int]] = {}
+    for result in results:
+        if result.retry_in is not None and result.retry_in <= conf.MAX_COUNTDOWN:
+            # Rounded up, so that the message never arrives before the row is due.
+            wait = math.ceil(result.retry_in * 10) / 10 + 0.05
+            by_wait.setdefault(wait, []).append(result.event_id)
+    for wait, ids in by_wait.items():
+        publish(ids, countdown=wait)
 
 
 @shared_task(name="django_supalytics.tasks.deliver_event", ignore_result=True)
 def deliver_event(event_id: int) -> str:
     """Deliver one outbox row, if it is due and no other worker holds it."""
     result = delivery.deliver(event_id)
-    # Short waits are re-enqueued here; long ones are left to the sweeper, so that no
-    # countdown comes near a broker's visibility timeout.
-    if result.retry_in is not None and result.retry_in <= conf.MAX_COUNTDOWN:
-        enqueue(event_id, countdown=result.retry_in)
+    _requeue([result])
     return result.outcome
+
+
+@shared_task(name="django_supalytics.tasks.deliver_events", ignore_result=True)
+def deliver_events(event_ids: list[int]) -> dict[str, int]:
+    """Deliver the given outbox rows (those due and free), oldest first, claimed at once."""
+    results = delivery.deliver_many(list(event_ids))
+    _requeue(results)
+    outcomes: dict[str, int] = {}
+    for result in results:
+        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+    return outcomes
 
 
 @shared_task(name="django_supalytics.tasks.sweep_outbox", ignore_result=True)
@@ -54,7 +63,7 @@ def sweep_outbox() -> dict[str, int]:
     """Reclaim expired leases, and re-enqueue rows that have been due for a while."""
     reclaimed = delivery.reclaim_expired()
     pks = list(delivery.due(SWEEP_GRACE_SECONDS).values_list("pk", flat=True)[:SWEEP_LIMIT])
-    enqueued = sum(enqueue(pk) for pk in pks)
+    enqueued = len(pks) if publish(pks) else 0
     if reclaimed or enqueued:
         logger.info("supalytics sweep: %d leases reclaimed, %d re-enqueued", reclaimed, enqueued)
     return {"reclaimed": reclaimed, "enqueued": enqueued}

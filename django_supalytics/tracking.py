@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 
-from django.db import router, transaction
+from django.db import router
 
+from .dispatch import schedule
 from .exceptions import InvalidEvent
 from .identity import _authenticated, get_visitor_id, link_visitor
 from .models import OutboxEvent
-from .tasks import enqueue
 from .validation import BODY_MAX_BYTES, validate_metadata, validate_name, validate_visitor_id
 
 
@@ -75,5 +74,5 @@ def track(
     if request is not None and event.visitor_id and event.user and get_visitor_id(user) is None:
         link_visitor(user, event.visitor_id)
     event.save(using=using, force_insert=True)
-    transaction.on_commit(partial(enqueue, event.pk), using=using)
+    schedule(event.pk, using)
     return event

@@ -102,6 +102,9 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 SUPALYTICS = {
     "API_KEY": "sly_test_key",
     "ENDPOINT": os.environ.get("SUPALYTICS_ENDPOINT", "http://127.0.0.1:9/v1/events"),
+    # Publish on the committing thread, so tests see the message at once; the background
+    # publisher is tested on its own and by the end-to-end tests.
+    "ENQUEUE": os.environ.get("SUPALYTICS_ENQUEUE", "inline"),
 }
 SUPALYTICS_RECEIVER = {"API_KEYS": ["sly_test_key", "sly_test_other"], "CONTROL": True}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -102,7 +102,7 @@ def test_429_then_delivered_after_the_wait(endpoint):
     endpoint.script(Answer(429, {"error": "rate_limited"}, {"Retry-After": "1"}))
     event = track("e")
     delivery.deliver(event.pk)
-    assert delivery.deliver(event.pk).outcome == "skipped"  # not due yet
+    assert delivery.deliver(event.pk).outcome == "deferred"  # not due yet
     time.sleep(1.05)  # the pause the 429 asked for
     assert delivery.deliver(event.pk).outcome == "sent"
     assert _reload(event).attempts == 1
@@ -147,7 +147,9 @@ def test_event_not_yet_due_is_not_sent(endpoint):
     OutboxEvent.objects.filter(pk=event.pk).update(
         next_attempt_at=timezone.now() + timedelta(minutes=1)
     )
-    assert delivery.deliver(event.pk).outcome == "skipped"
+    result = delivery.deliver(event.pk)
+    assert result.outcome == "deferred"
+    assert result.retry_in is not None and 55 < result.retry_in <= 60
     assert not endpoint.requests
 
 

@@ -10,6 +10,12 @@ from tests.conftest import start_worker_process, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True)
+def _background_publisher(settings):
+    """The path a site takes: IDs handed to the publisher thread on commit."""
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ENQUEUE": "background"}
+
+
 def _all_sent(count):
     return lambda: OutboxEvent.objects.filter(status="sent").count() == count
 
