@@ -28,8 +28,12 @@ def setup() -> None:
 @contextmanager
 def throwaway_database() -> Iterator[None]:
     """A fresh test database for the run, dropped afterwards."""
+    from django.conf import settings
     from django.test.utils import setup_databases, teardown_databases
 
+    # Not the test suite's database name, so a benchmark can run beside the tests.
+    database = settings.DATABASES["default"]
+    database["TEST"] = {**database.get("TEST", {}), "NAME": f"supalytics_bench_{os.getpid()}"}
     config = setup_databases(verbosity=0, interactive=False)
     try:
         yield

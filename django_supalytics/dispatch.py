@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any
 
 from django.db import connections
@@ -23,6 +24,9 @@ from django.db import connections
 from .conf import conf
 
 logger = logging.getLogger("django_supalytics")
+
+#: How long the publisher gathers commits before one publish: the added delivery latency.
+COALESCE_SECONDS = 0.02
 
 
 def apply_task(task: Any, args: tuple[Any, ...], countdown: float | None = None) -> bool:
@@ -96,9 +100,12 @@ class Publisher:
     def _run(self) -> None:
         while True:
             batches = [self._queue.get()]
-            while len(batches) < 100:  # take everything already waiting: fewer messages
+            # Collect what commits in the next few milliseconds too: under load, one message
+            # (and one broker round trip, the costly part) covers many transactions.
+            deadline = time.monotonic() + COALESCE_SECONDS
+            while len(batches) < 1000:
                 try:
-                    batches.append(self._queue.get_nowait())
+                    batches.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             try:
