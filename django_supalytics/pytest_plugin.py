@@ -37,6 +37,12 @@ class LiveReceiver:
 
         return faults.inject(status, **kwargs)
 
+    def stats(self) -> dict[str, int]:
+        """What the receiver answered since the last reset: ``{"200": n, "429": n, ...}``."""
+        from .receiver import stats
+
+        return stats.read()
+
     def reset(self, received: bool = True) -> None:
         from .receiver import faults
 

@@ -87,6 +87,16 @@ def test_accepted_event_carries_rate_limit_headers(url):
     assert time.time() - 1 <= reset <= time.time() + 2
 
 
+def test_answers_are_counted(url, supalytics_receiver):
+    post(url, {"name": "a"}, headers={"Idempotency-Key": "k"})
+    post(url, {"name": "a"}, headers={"Idempotency-Key": "k"})
+    post(url, {"name": "Bad"})
+    post(url, {"name": "a"}, key="sly_wrong")
+    assert supalytics_receiver.stats() == {"200": 2, "replayed": 1, "400": 1, "401": 1}
+    listed = requests.get(f"{supalytics_receiver.base_url}/v1/_control/stats", timeout=10)
+    assert listed.json() == supalytics_receiver.stats()
+
+
 def test_replayed_idempotency_key_is_stored_once(url):
     first = post(url, {"name": "a"}, headers={"Idempotency-Key": "k-1"})
     second = post(url, {"name": "a"}, headers={"Idempotency-Key": "k-1"})

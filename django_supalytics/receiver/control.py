@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import faults
+from . import faults, stats
 from .conf import conf
 from .models import ReceivedEvent
 from .views import error
@@ -61,6 +61,11 @@ class ResetView(ControlView):
         )
         faults.reset(received=received)
         return Response({"success": True})
+
+
+class StatsView(ControlView):
+    def get(self, request: Request) -> Response:
+        return Response(stats.read())
 
 
 class ReceivedView(ControlView):

@@ -84,9 +84,13 @@ def inject(
 
 
 def reset(received: bool = False) -> None:
-    """Remove every fault and start new rate-limit windows; with ``received``, forget events."""
+    """Remove every fault, start new rate-limit windows, zero the answer counts; with
+    ``received``, forget the received events too."""
+    from . import stats
+
     current = state()
     _cache().set(STATE_KEY, {"generation": current["generation"] + 1, "faults": []}, None)
+    stats.reset()
     if received:
         from .models import ReceivedEvent
 

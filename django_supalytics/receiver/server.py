@@ -15,6 +15,14 @@ from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 
 
 class ReceiverServer(ThreadedWSGIServer):
+    #: Several processes may listen on one port; the kernel spreads connections among them.
+    reuse_port = False
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -27,13 +35,15 @@ class ReceiverThread(LiveServerThread):
     server_class = ReceiverServer
 
 
-def serve(host: str, port: int, *, quiet: bool = True) -> None:
+def serve(host: str, port: int, *, quiet: bool = True, reuse_port: bool = False) -> None:
     """Serve the project's WSGI application until interrupted."""
     from django.core.servers.basehttp import get_internal_wsgi_application
 
     handler = QuietWSGIRequestHandler if quiet else WSGIRequestHandler
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_class = type("Server", (ReceiverServer,), {"address_family": family})
+    server_class = type(
+        "Server", (ReceiverServer,), {"address_family": family, "reuse_port": reuse_port}
+    )
     httpd = server_class((host, port), handler, allow_reuse_address=True)
     httpd.set_app(get_internal_wsgi_application())
     try:

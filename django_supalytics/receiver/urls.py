@@ -11,5 +11,6 @@ urlpatterns = [
     path("v1/_control/faults", control.FaultsView.as_view(), name="control-faults"),
     path("v1/_control/reset", control.ResetView.as_view(), name="control-reset"),
     path("v1/_control/events", control.ReceivedView.as_view(), name="control-events"),
+    path("v1/_control/stats", control.StatsView.as_view(), name="control-stats"),
     path("v1/openapi.json", views.OpenAPIView.as_view(), name="openapi"),
 ]

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from ..exceptions import InvalidEvent
 from ..ratelimit import key_id
 from ..validation import BODY_MAX_BYTES, validate_payload
-from . import faults
+from . import faults, stats
 from .conf import conf
 from .models import ReceivedEvent
 from .ratelimit import hit
@@ -112,6 +112,12 @@ class EventsView(APIView):
     parser_classes: list[Any] = []
     renderer_classes = [CompactJSON]
     content_negotiation_class = AlwaysJSON
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        stats.count(str(response.status_code))
+        if response.get("Idempotent-Replayed"):
+            stats.count("replayed")
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
         return error(

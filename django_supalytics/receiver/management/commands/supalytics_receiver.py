@@ -15,9 +15,20 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
         parser.add_argument("--port", type=int, default=8765, help="port to bind (8765)")
         parser.add_argument("--verbose-requests", action="store_true", help="log each request")
+        parser.add_argument(
+            "--reuse-port",
+            action="store_true",
+            help="let several receiver processes listen on the same port (SO_REUSEPORT)",
+        )
 
     def handle(
-        self, *args: Any, host: str, port: int, verbose_requests: bool, **options: Any
+        self,
+        *args: Any,
+        host: str,
+        port: int,
+        verbose_requests: bool,
+        reuse_port: bool = False,
+        **options: Any,
     ) -> None:
         from ...server import serve
 
@@ -25,7 +36,7 @@ class Command(BaseCommand):
             raise CommandError(f"--port must be between 1 and 65535, not {port}")
         self.stdout.write(f"Supalytics mock receiver: http://{host}:{port}/v1/events")
         try:
-            serve(host, port, quiet=not verbose_requests)
+            serve(host, port, quiet=not verbose_requests, reuse_port=reuse_port)
         except OSError as exc:
             raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
         except KeyboardInterrupt:
