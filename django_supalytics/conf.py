@@ -17,7 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "API_KEY": None,
     "ENDPOINT": DEFAULT_ENDPOINT,
     "ENABLED": True,
-    "RATE_LIMIT": 97,
+    "RATE_LIMIT": 98,
     "CACHE_ALIAS": "default",
     "CONNECT_TIMEOUT": 3.05,
     "READ_TIMEOUT": 10.0,
@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_COUNTDOWN": 30.0,
     "LEASE_SECONDS": 60.0,
     "BATCH_SIZE": 50,
+    "SEND_CONCURRENCY": 4,
     "RETENTION_DAYS": 7,
     "PURGE_BATCH_SIZE": 1000,
     "TASK_QUEUE": None,
@@ -111,6 +112,10 @@ class Settings:
     @property
     def BATCH_SIZE(self) -> int:
         return int(self._get("BATCH_SIZE"))
+
+    @property
+    def SEND_CONCURRENCY(self) -> int:
+        return int(self._get("SEND_CONCURRENCY"))
 
     @property
     def RETENTION_DAYS(self) -> float:

@@ -9,9 +9,11 @@ cannot overwrite what another worker recorded.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -89,8 +91,8 @@ def _release(event: OutboxEvent, delay: float, error: str = "") -> None:
     OutboxEvent.objects.filter(pk=event.pk, lease_owner=event.lease_owner).update(**fields)
 
 
-def record(event: OutboxEvent, outcome: Outcome) -> Result:
-    """Store the outcome of a request for a leased row; send the signals."""
+def _update(event: OutboxEvent, outcome: Outcome) -> tuple[Result, Kind | None]:
+    """Store the outcome of a request for a leased row; return the kind to signal, if any."""
     now = timezone.now()
     attempts = event.attempts + (0 if outcome.kind is Kind.RATE_LIMITED else 1)
     fields: dict[str, object] = {
@@ -122,9 +124,13 @@ def record(event: OutboxEvent, outcome: Outcome) -> Result:
     if not updated:
         # The lease expired and another worker took the row over; its record wins.
         logger.warning("supalytics: lease on event %s was lost; outcome not recorded", event.pk)
-        return Result(event.pk, "skipped")
+        return Result(event.pk, "skipped"), None
     for name, value in fields.items():
         setattr(event, name, value)
+    return Result(event.pk, kind.value, retry_in), kind
+
+
+def _signal(event: OutboxEvent, kind: Kind | None) -> None:
     if kind is Kind.SENT:
         send_safely(event_delivered, OutboxEvent, event=event)
     elif kind is Kind.FAILED:
@@ -132,54 +138,111 @@ def record(event: OutboxEvent, outcome: Outcome) -> Result:
             "supalytics: event %s (%s) failed: %s", event.pk, event.name, event.last_error
         )
         send_safely(event_failed, OutboxEvent, event=event, error=event.last_error)
-    return Result(event.pk, kind.value, retry_in)
 
 
-def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Result:
-    """Send one leased row: take a rate-limit slot, POST, record."""
-    api_key = conf.API_KEY
-    if not conf.ENABLED or not api_key:
-        reason = "SUPALYTICS['ENABLED'] is False" if not conf.ENABLED else "no API key is set"
-        _release(event, conf.MAX_COUNTDOWN, f"not sent: {reason}")
-        return Result(event.pk, "deferred")
+def record(event: OutboxEvent, outcome: Outcome) -> Result:
+    """Store the outcome of a request for a leased row; send the signals."""
+    result, kind = _update(event, outcome)
+    _signal(event, kind)
+    return result
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """No request was made: try again in ``delay`` seconds (``None``: delivery is off)."""
+
+    delay: float | None
+    error: str = ""
+
+
+def _attempt(
+    event: OutboxEvent,
+    api_key: str,
+    stop: list[float],
+    sleep: Callable[[float], None],
+) -> Outcome | _Deferred:
+    """Take a rate-limit slot and POST: the network part, with no database access."""
+    if stop:
+        return _Deferred(stop[0])
     limiter = get_limiter(api_key)
     reservation = limiter.reserve(SLOT_SLEEP_MAX)
     if not reservation.granted:
-        # Paused after a 429, or the schedule is full: hand the row back without an attempt.
-        _release(event, reservation.delay)
-        return Result(event.pk, "deferred", reservation.delay)
+        # Paused after a 429, or the schedule is full: no attempt; the rest of the batch waits.
+        stop.append(reservation.delay)
+        return _Deferred(reservation.delay)
     if reservation.delay > 0:
         sleep(reservation.delay)
     outcome = client.post_event(event.payload, str(event.uuid), api_key)
     if outcome.wait:
         limiter.pause(outcome.wait)
-    return record(event, outcome)
+    return outcome
+
+
+def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Result:
+    """Send one leased row: take a rate-limit slot, POST, record."""
+    return send_batch([event], sleep)[0]
+
+
+def send_batch(
+    batch: list[OutboxEvent], sleep: Callable[[float], None] = time.sleep
+) -> list[Result]:
+    """Send claimed rows, oldest first, up to ``SEND_CONCURRENCY`` requests at a time.
+
+    Requests overlap so that one worker process is not held to one request per round trip; the
+    shared limiter still spaces them. Only the task's own thread touches the database: the
+    outcomes are recorded together, in one short transaction, and signals sent after it. When
+    the limiter says wait (or delivery is off), the rows not sent are handed back, ``deferred``.
+    """
+    if not batch:
+        return []
+    api_key = conf.API_KEY
+    outcomes: list[Outcome | _Deferred]
+    if not conf.ENABLED or not api_key:
+        reason = "SUPALYTICS['ENABLED'] is False" if not conf.ENABLED else "no API key is set"
+        outcomes = [_Deferred(None, f"not sent: {reason}")] * len(batch)
+    else:
+        stop: list[float] = []
+        concurrency = min(conf.SEND_CONCURRENCY, len(batch))
+        if concurrency <= 1:
+            outcomes = [_attempt(event, api_key, stop, sleep) for event in batch]
+        else:
+            outcomes = list(
+                _executor(concurrency).map(
+                    lambda event: _attempt(event, api_key, stop, sleep), batch
+                )
+            )
+    results: list[Result] = []
+    to_signal: list[tuple[OutboxEvent, Kind | None]] = []
+    with transaction.atomic():
+        for event, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, _Deferred):
+                delay = conf.MAX_COUNTDOWN if outcome.delay is None else outcome.delay
+                _release(event, delay, outcome.error)
+                results.append(Result(event.pk, "deferred", outcome.delay))
+            else:
+                result, kind = _update(event, outcome)
+                results.append(result)
+                to_signal.append((event, kind))
+    for event, kind in to_signal:
+        _signal(event, kind)
+    return results
+
+
+_executors: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _executor(size: int) -> ThreadPoolExecutor:
+    # One pool per process (a forked worker child starts its own) and size.
+    key = (os.getpid(), size)
+    if key not in _executors:
+        _executors[key] = ThreadPoolExecutor(size, thread_name_prefix="supalytics-send")
+    return _executors[key]
 
 
 def deliver(event_id: int) -> Result:
     """Claim and send one row, if it is due and nobody else holds it."""
     results = deliver_many([event_id])
     return results[0] if results else Result(event_id, "skipped")
-
-
-def send_batch(
-    batch: list[OutboxEvent], sleep: Callable[[float], None] = time.sleep
-) -> list[Result]:
-    """Send claimed rows one after another, oldest first.
-
-    When the limiter says wait (or delivery is off), the rest of the batch is handed back with
-    the same wait, marked ``deferred``.
-    """
-    results: list[Result] = []
-    for position, event in enumerate(batch):
-        result = send(event, sleep)
-        results.append(result)
-        if result.outcome == "deferred":
-            for rest in batch[position + 1 :]:
-                _release(rest, result.retry_in or 0.0)
-                results.append(Result(rest.pk, "deferred", result.retry_in))
-            break
-    return results
 
 
 def deliver_many(event_ids: list[int], sleep: Callable[[float], None] = time.sleep) -> list[Result]:

@@ -76,6 +76,9 @@ def database_from_url(url: str) -> dict[str, object]:
 
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
+    # Persistent connections: a new PostgreSQL connection per request costs more than the
+    # request (the mock receiver answers hundreds a second).
+    DATABASES["default"].update(CONN_MAX_AGE=300, CONN_HEALTH_CHECKS=True)
 else:
     DATABASES = {
         "default": {
@@ -120,7 +123,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 DEMO_API_KEY = "sly_test_demo"
-SUPALYTICS = {
+SUPALYTICS: dict[str, object] = {
     "API_KEY": os.environ.get("SUPALYTICS_API_KEY", DEMO_API_KEY),
     # The site is its own Supalytics in development: the mock receiver is mounted below.
     "ENDPOINT": os.environ.get("SUPALYTICS_ENDPOINT", "http://127.0.0.1:8000/v1/events"),

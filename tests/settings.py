@@ -55,6 +55,7 @@ REDIS_TEST_URL = _service("SUPALYTICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 
 if POSTGRES_URL:
     DATABASES = {"default": database_from_url(POSTGRES_URL)}
+    DATABASES["default"].update(CONN_MAX_AGE=300, CONN_HEALTH_CHECKS=True)
 else:
     DATABASES = {
         "default": {
@@ -106,7 +107,13 @@ SUPALYTICS = {
     # publisher is tested on its own and by the end-to-end tests.
     "ENQUEUE": os.environ.get("SUPALYTICS_ENQUEUE", "inline"),
 }
-SUPALYTICS_RECEIVER = {"API_KEYS": ["sly_test_key", "sly_test_other"], "CONTROL": True}
+SUPALYTICS_RECEIVER = {
+    "API_KEYS": ["sly_test_key", "sly_test_other"],
+    "CONTROL": True,
+    "RATE_LIMIT": int(os.environ.get("SUPALYTICS_RECEIVER_RATE_LIMIT", "100")),
+}
+if os.environ.get("SUPALYTICS_RATE_LIMIT"):  # benchmarks raise it out of the way
+    SUPALYTICS["RATE_LIMIT"] = float(os.environ["SUPALYTICS_RATE_LIMIT"])
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 TEST_ARTIFACTS = BASE_DIR / "test-artifacts"

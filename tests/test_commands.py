@@ -138,7 +138,8 @@ def test_purge_bad_age_exits_2():
 # supalytics_drain
 
 
-def test_drain_delivers_every_due_event_oldest_first(endpoint):
+def test_drain_delivers_every_due_event_oldest_first(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SEND_CONCURRENCY": 1}
     events = [track(f"d{i}") for i in range(7)]
     output = run("supalytics_drain", "--batch-size", "3")
     assert "Done: 7 sent." in output

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from django_supalytics import delivery, track
 from django_supalytics.models import OutboxEvent
+from django_supalytics.ratelimit import Reservation
 from django_supalytics.signals import event_delivered, event_failed
 from tests.httpserver import DROP, Answer
 
@@ -213,7 +214,8 @@ def test_signals_are_sent_and_a_broken_receiver_cannot_break_delivery(endpoint, 
     assert "receiver bug" in caplog.text
 
 
-def test_deliver_due_sends_oldest_first(endpoint):
+def test_deliver_due_sends_oldest_first(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SEND_CONCURRENCY": 1}
     events = [track(f"e{i}") for i in range(5)]
     results = delivery.deliver_due(limit=100)
     assert [r.event_id for r in results] == [e.pk for e in events]
@@ -244,6 +246,40 @@ def test_purge_deletes_old_sent_rows_only():
     assert set(OutboxEvent.objects.values_list("name", flat=True)) == {"b", "c", "d"}
     assert delivery.purge(timedelta(days=7), include_failed=True) == 1
     assert OutboxEvent.objects.filter(pk=pending.pk).exists()
+
+
+def test_a_batch_is_sent_concurrently_and_recorded_in_order(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SEND_CONCURRENCY": 4}
+    endpoint.script(Answer(200), Answer(500, {"error": "x"}), Answer(200), Answer(200))
+    events = [track(f"c{i}") for i in range(8)]
+    results = delivery.deliver_due(limit=100)
+    assert [r.event_id for r in results] == [e.pk for e in events]
+    assert sorted(r.outcome for r in results) == ["retry"] + ["sent"] * 7
+    assert {r.json["name"] for r in endpoint.requests} == {e.name for e in events}
+
+
+def test_a_deferred_slot_hands_back_the_rest_of_the_batch(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SEND_CONCURRENCY": 1}
+    events = [track(f"d{i}") for i in range(3)]
+    reservations = iter([Reservation(True, 0.0), Reservation(False, 5.0)])
+    with (
+        mock.patch(
+            "django_supalytics.ratelimit.RedisRateLimiter.reserve",
+            lambda self, w: next(reservations),
+        ),
+        mock.patch(
+            "django_supalytics.ratelimit.LocalRateLimiter.reserve",
+            lambda self, w: next(reservations),
+        ),
+    ):
+        results = delivery.deliver_due(limit=10)
+    assert [r.outcome for r in results] == ["sent", "deferred", "deferred"]
+    assert [r.retry_in for r in results[1:]] == [5.0, 5.0]
+    for event in events[1:]:
+        row = _reload(event)
+        assert (row.status, row.attempts, row.lease_owner) == ("pending", 0, None)
+        assert row.next_attempt_at > timezone.now() + timedelta(seconds=4)
+    assert len(endpoint.requests) == 1
 
 
 @pytest.mark.postgres

@@ -5,7 +5,7 @@ from django.db import transaction
 
 from django_supalytics import track
 from django_supalytics.models import OutboxEvent
-from tests.conftest import start_worker_process, wait_for
+from tests.processes import start_worker_process, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

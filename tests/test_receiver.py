@@ -10,7 +10,7 @@ import requests
 
 from django_supalytics.receiver import faults
 from django_supalytics.receiver.models import ReceivedEvent
-from tests.conftest import free_port, start_receiver_process
+from tests.processes import free_port, start_receiver_process
 
 KEY = "sly_test_key"
 

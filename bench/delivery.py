@@ -1,0 +1,186 @@
+"""Delivery at the API's rate limit: efficiency, raw capacity and lag, with real processes.
+
+    .venv/bin/python bench/delivery.py efficiency --events 3000 --workers 2
+    .venv/bin/python bench/delivery.py capacity --events 3000 --workers 2 --receivers 2
+    .venv/bin/python bench/delivery.py lag --rate 50 --seconds 20 --workers 2
+
+Needs PostgreSQL and Redis on localhost (the tests' defaults). Starts a Celery worker with
+``--concurrency=N`` and mock receiver processes (``manage.py supalytics_receiver``), all on a
+throwaway database, and reads the receiver's own counts of what it answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+from common import database_label, setup, throwaway_database
+
+os.environ.setdefault("SUPALYTICS_ENQUEUE", "background")
+setup()
+
+from django.conf import settings
+from django.db import transaction
+
+from django_supalytics import track
+from django_supalytics.conf import conf
+from django_supalytics.dispatch import publisher
+from django_supalytics.models import OutboxEvent
+from django_supalytics.receiver import faults, stats
+from django_supalytics.receiver.models import ReceivedEvent
+from tests.processes import ChildProcess, free_port, start_receiver_process, start_worker_process
+
+LIMIT = 100
+
+
+def start(workers: int, receivers: int, unlimited: bool) -> tuple[list[ChildProcess], str]:
+    port = free_port()
+    env = {"SUPALYTICS_RECEIVER_RATE_LIMIT": str(10**9 if unlimited else LIMIT)}
+    if unlimited:
+        env["SUPALYTICS_RATE_LIMIT"] = str(10**9)
+    procs = [start_receiver_process(port, "--reuse-port", **env) for _ in range(receivers)]
+    url = f"http://127.0.0.1:{port}/v1/events"
+    procs.append(start_worker_process(url, concurrency=workers, **env))
+    return procs, url
+
+
+def track_many(count: int, per_transaction: int = 50) -> list[str]:
+    keys = []
+    for start in range(0, count, per_transaction):
+        with transaction.atomic():
+            for i in range(start, min(count, start + per_transaction)):
+                keys.append(str(track("bench_event", metadata={"i": i}).uuid))
+    publisher.flush(30)
+    return keys
+
+
+def wait_received(count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while ReceivedEvent.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def delivered_rate() -> tuple[int, float]:
+    times = sorted(ReceivedEvent.objects.values_list("received_at", flat=True))
+    span = (times[-1] - times[0]).total_seconds() if len(times) > 1 else 0.0
+    return len(times), (len(times) - 1) / span if span else 0.0
+
+
+def report_integrity(keys: list[str]) -> dict[str, int]:
+    received = list(ReceivedEvent.objects.values_list("idempotency_key", flat=True))
+    answered = stats.read()
+    requests = sum(int(v) for k, v in answered.items() if k.isdigit())
+    return {
+        "requests": requests,
+        "429": int(answered.get("429", 0)),
+        "lost": len(set(keys) - set(received)),
+        "stored_twice": len(received) - len(set(received)),
+        "sent_twice (replayed)": int(answered.get("replayed", 0)),
+        "stuck_sending": OutboxEvent.objects.filter(status="sending").count(),
+    }
+
+
+def reset() -> None:
+    OutboxEvent.objects.all().delete()
+    ReceivedEvent.objects.all().delete()
+    faults.reset(received=True)
+
+
+def efficiency(args: argparse.Namespace) -> None:
+    procs, _ = start(args.workers, 1, unlimited=False)
+    try:
+        keys = track_many(args.events)
+        wait_received(args.events, timeout=args.events / 50 + 60)
+    finally:
+        for proc in procs:
+            proc.stop()
+    count, rate = delivered_rate()
+    figures = report_integrity(keys)
+    print(
+        f"efficiency, {args.workers} worker processes, {args.events} events, "
+        f"receiver limit {LIMIT}/s, client RATE_LIMIT {conf.RATE_LIMIT:g}/s"
+    )
+    print(f"  delivered {count} at {rate:.1f} events/s = {rate / LIMIT:.3f} of the limit")
+    print(
+        f"  {figures['429']} answered 429 of {figures['requests']} requests "
+        f"({100 * figures['429'] / max(1, figures['requests']):.2f}%)"
+    )
+    print(
+        f"  lost {figures['lost']}, stored twice {figures['stored_twice']}, "
+        f"sent twice {figures['sent_twice (replayed)']}, stuck sending {figures['stuck_sending']}"
+    )
+
+
+def capacity(args: argparse.Namespace) -> None:
+    keys = track_many(args.events)  # the backlog first, then the workers
+    procs, _ = start(args.workers, args.receivers, unlimited=True)
+    try:
+        wait_received(args.events, timeout=args.events / 20 + 60)
+    finally:
+        for proc in procs:
+            proc.stop()
+    count, rate = delivered_rate()
+    figures = report_integrity(keys)
+    print(
+        f"raw capacity, {args.workers} worker processes, {args.receivers} receiver "
+        f"processes, limits out of the way, {args.events} events"
+    )
+    print(f"  delivered {count} at {rate:.1f} events/s = {rate / LIMIT:.2f} × 100/s")
+    print(f"  lost {figures['lost']}, stored twice {figures['stored_twice']}")
+
+
+def lag(args: argparse.Namespace) -> None:
+    procs, _ = start(args.workers, 1, unlimited=False)
+    committed: dict[str, float] = {}
+    try:
+        interval = 1 / args.rate
+        next_at = time.monotonic()
+        for i in range(int(args.rate * args.seconds)):
+            with transaction.atomic():
+                event = track("lag_probe", metadata={"i": i})
+            committed[str(event.uuid)] = time.time()
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        wait_received(len(committed), timeout=60)
+    finally:
+        for proc in procs:
+            proc.stop()
+    lags = sorted(
+        received_at.timestamp() - committed[key]
+        for key, received_at in ReceivedEvent.objects.values_list("idempotency_key", "received_at")
+        if key in committed
+    )
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    print(
+        f"lag at {args.rate} events/s for {args.seconds}s ({len(lags)} events), "
+        f"{args.workers} worker processes"
+    )
+    print(
+        f"  commit → stored by the receiver: median {statistics.median(lags) * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["efficiency", "capacity", "lag"])
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--receivers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+        sys.exit("this benchmark needs Redis on localhost (a shared limiter and broker)")
+    with throwaway_database():
+        print(f"database: {database_label()}")
+        reset()
+        {"efficiency": efficiency, "capacity": capacity, "lag": lag}[args.what](args)
+        reset()
+
+
+if __name__ == "__main__":
+    main()
