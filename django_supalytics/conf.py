@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_WAIT_MAX": 60.0,
     "MAX_COUNTDOWN": 30.0,
     "LEASE_SECONDS": 60.0,
+    "SWEEP_GRACE": 60.0,
     "BATCH_SIZE": 50,
     "SEND_CONCURRENCY": 4,
     "RETENTION_DAYS": 7,
@@ -108,6 +109,10 @@ class Settings:
     @property
     def LEASE_SECONDS(self) -> float:
         return float(self._get("LEASE_SECONDS"))
+
+    @property
+    def SWEEP_GRACE(self) -> float:
+        return float(self._get("SWEEP_GRACE"))
 
     @property
     def BATCH_SIZE(self) -> int:

@@ -15,9 +15,6 @@ from .dispatch import apply_task, publish
 
 logger = logging.getLogger("django_supalytics")
 
-#: The sweeper leaves rows alone until they have been due this long: their own message is
-#: probably still on its way.
-SWEEP_GRACE_SECONDS = 60.0
 SWEEP_LIMIT = 1000
 
 
@@ -62,7 +59,8 @@ def deliver_events(event_ids: list[int]) -> dict[str, int]:
 def sweep_outbox() -> dict[str, int]:
     """Reclaim expired leases, and re-enqueue rows that have been due for a while."""
     reclaimed = delivery.reclaim_expired()
-    pks = list(delivery.due(SWEEP_GRACE_SECONDS).values_list("pk", flat=True)[:SWEEP_LIMIT])
+    # Rows due for less than SWEEP_GRACE probably have their own message on its way.
+    pks = list(delivery.due(conf.SWEEP_GRACE).values_list("pk", flat=True)[:SWEEP_LIMIT])
     enqueued = len(pks) if publish(pks) else 0
     if reclaimed or enqueued:
         logger.info("supalytics sweep: %d leases reclaimed, %d re-enqueued", reclaimed, enqueued)

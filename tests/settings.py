@@ -5,6 +5,7 @@ fallback to SQLite and in-process stand-ins. URLs can be given with SUPALYTICS_T
 and SUPALYTICS_TEST_REDIS_URL.
 """
 
+import json
 import os
 import socket
 import tempfile
@@ -114,6 +115,10 @@ SUPALYTICS_RECEIVER = {
 }
 if os.environ.get("SUPALYTICS_RATE_LIMIT"):  # benchmarks raise it out of the way
     SUPALYTICS["RATE_LIMIT"] = float(os.environ["SUPALYTICS_RATE_LIMIT"])
+# Processes started by soak tests and benchmarks: more SUPALYTICS keys, as JSON.
+SUPALYTICS.update(json.loads(os.environ.get("SUPALYTICS_TEST_OVERRIDES", "{}")))
+if os.environ.get("SUPALYTICS_TEST_BROKER_URL"):
+    CELERY_BROKER_URL = os.environ["SUPALYTICS_TEST_BROKER_URL"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 TEST_ARTIFACTS = BASE_DIR / "test-artifacts"

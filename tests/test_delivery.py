@@ -261,15 +261,13 @@ def test_a_batch_is_sent_concurrently_and_recorded_in_order(endpoint, settings):
 def test_a_deferred_slot_hands_back_the_rest_of_the_batch(endpoint, settings):
     settings.SUPALYTICS = {**settings.SUPALYTICS, "SEND_CONCURRENCY": 1}
     events = [track(f"d{i}") for i in range(3)]
-    reservations = iter([Reservation(True, 0.0), Reservation(False, 5.0)])
+    reservations = [Reservation(True, 0.0), Reservation(False, 5.0)]
     with (
         mock.patch(
-            "django_supalytics.ratelimit.RedisRateLimiter.reserve",
-            lambda self, w: next(reservations),
+            "django_supalytics.ratelimit.RedisRateLimiter.reserve", side_effect=reservations
         ),
         mock.patch(
-            "django_supalytics.ratelimit.LocalRateLimiter.reserve",
-            lambda self, w: next(reservations),
+            "django_supalytics.ratelimit.LocalRateLimiter.reserve", side_effect=reservations
         ),
     ):
         results = delivery.deliver_due(limit=10)

@@ -39,7 +39,7 @@ class FaultsView(ControlView):
 
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else {}
-        allowed = {"status", "count", "fraction", "delay", "drop", "api_key"}
+        allowed = {"status", "count", "fraction", "delay", "drop", "api_key", "seconds"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             return error(400, "unknown_field", f"unknown fields: {', '.join(unknown)}")

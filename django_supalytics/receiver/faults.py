@@ -7,12 +7,14 @@ the same faults. Usable from Python, and over HTTP when ``SUPALYTICS_RECEIVER["C
     faults.inject(status=500, count=3)          # the next 3 requests answer 500
     faults.inject(drop=True, fraction=0.2)      # a fifth of requests lose their connection
     faults.inject(delay=2.0, api_key="sly_a")   # requests with that key wait 2 s first
+    faults.inject(500, seconds=5)               # every request for the next 5 seconds
     faults.reset()
 """
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,6 +38,7 @@ class Fault:
     count: int | None = None
     fraction: float = 1.0
     key_id: str | None = None
+    until: float | None = None  # Unix time after which the rule no longer applies
 
 
 def _cache() -> BaseCache:
@@ -56,6 +59,7 @@ def inject(
     delay: float = 0.0,
     drop: bool = False,
     api_key: str | None = None,
+    seconds: float | None = None,
 ) -> Fault:
     """Add a fault rule; rules are tried in the order they were added."""
     if status is None and not drop and delay <= 0:
@@ -68,6 +72,8 @@ def inject(
         raise ValueError("count must be at least 1")
     if not 0 <= delay <= 60:
         raise ValueError("delay must be between 0 and 60 seconds")
+    if seconds is not None and seconds <= 0:
+        raise ValueError("seconds must be positive")
     fault = Fault(
         id=uuid.uuid4().hex,
         status=status,
@@ -76,6 +82,7 @@ def inject(
         count=count,
         fraction=float(fraction),
         key_id=key_id(api_key) if api_key else None,
+        until=time.time() + seconds if seconds is not None else None,
     )
     current = state()
     current["faults"] = [*current["faults"], asdict(fault)]
@@ -103,6 +110,8 @@ def match(faults: list[dict[str, Any]], request_key_id: str | None) -> Fault | N
     for raw in faults:
         fault = Fault(**raw)
         if fault.key_id is not None and fault.key_id != request_key_id:
+            continue
+        if fault.until is not None and time.time() > fault.until:
             continue
         if fault.fraction < 1 and random.random() >= fault.fraction:
             continue
