@@ -30,7 +30,12 @@ run: $(STAMP)
 	$(BIN)/python -m testproject.run
 
 bench: $(STAMP)
-	$(BIN)/python bench/track_cost.py
+	cd bench && ../$(BIN)/python track_cost.py --rounds 40
+	cd bench && ../$(BIN)/python delivery.py efficiency --events 3000 --workers 2
+	cd bench && ../$(BIN)/python delivery.py efficiency --events 3000 --workers 4
+	cd bench && ../$(BIN)/python delivery.py capacity --events 3000 --workers 2 --receivers 2
+	cd bench && ../$(BIN)/python delivery.py lag --rate 50 --seconds 20 --workers 2
+	cd bench && ../$(BIN)/python receiver_throughput.py
 
 clean:
 	rm -rf $(VENV) .var build *.egg-info test-artifacts

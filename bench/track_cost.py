@@ -58,7 +58,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    from tests.conftest import free_port, start_receiver_process  # noqa: F401
 
     with throwaway_database():
         from celery import current_app
