@@ -37,5 +37,9 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python delivery.py lag --rate 50 --seconds 20 --workers 2
 	cd bench && ../$(BIN)/python receiver_throughput.py
 
+test-matrix: $(STAMP)
+	$(BIN)/python -m pip install --quiet nox
+	$(BIN)/nox
+
 clean:
 	rm -rf $(VENV) .var build *.egg-info test-artifacts

@@ -1,5 +1,8 @@
 """pytest fixtures for projects that use django-supalytics (registered as a ``pytest11`` plugin).
 
+``supalytics_events``: the events tracked during the test (see ``django_supalytics.testing``),
+with ``assert_tracked(name, **lookups)``; nothing reaches Celery or the network.
+
 ``supalytics_receiver``: the mock receiver on a loopback socket, with the client's ``ENDPOINT``
 and ``API_KEY`` pointed at it, its received events and fault injection (needs pytest-django).
 Needs ``django_supalytics.receiver`` in INSTALLED_APPS and its urls mounted at the root.
@@ -56,6 +59,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "supalytics_receiver" in fixtures and not item.get_closest_marker("django_db"):
             item.add_marker(pytest.mark.django_db(transaction=True))
+
+
+@pytest.fixture
+def supalytics_events() -> Iterator[Any]:
+    """The events tracked (and committed) during the test; none is handed to Celery."""
+    from .testing import capture_events
+
+    with capture_events() as events:
+        yield events
 
 
 @pytest.fixture(scope="session")
