@@ -89,16 +89,24 @@ def reset() -> None:
     faults.reset(received=True)
 
 
-def efficiency(args: argparse.Namespace) -> None:
-    procs, _ = start(args.workers, 1, unlimited=False)
+def run(
+    workers: int, receivers: int, unlimited: bool, events: int, backlog_first: bool
+) -> tuple[list[str], int, float, dict[str, int]]:
+    """Track ``events`` (before or after starting the processes) and wait for all of them."""
+    keys = track_many(events) if backlog_first else []
+    procs, _ = start(workers, receivers, unlimited)
     try:
-        keys = track_many(args.events)
-        wait_received(args.events, timeout=args.events / 50 + 60)
+        keys = keys or track_many(events)
+        wait_received(events, timeout=events / 20 + 60)
     finally:
         for proc in procs:
             proc.stop()
     count, rate = delivered_rate()
-    figures = report_integrity(keys)
+    return keys, count, rate, report_integrity(keys)
+
+
+def efficiency(args: argparse.Namespace) -> None:
+    _, count, rate, figures = run(args.workers, 1, False, args.events, backlog_first=False)
     print(
         f"efficiency, {args.workers} worker processes, {args.events} events, "
         f"receiver limit {LIMIT}/s, client RATE_LIMIT {conf.RATE_LIMIT:g}/s"
@@ -115,15 +123,9 @@ def efficiency(args: argparse.Namespace) -> None:
 
 
 def capacity(args: argparse.Namespace) -> None:
-    keys = track_many(args.events)  # the backlog first, then the workers
-    procs, _ = start(args.workers, args.receivers, unlimited=True)
-    try:
-        wait_received(args.events, timeout=args.events / 20 + 60)
-    finally:
-        for proc in procs:
-            proc.stop()
-    count, rate = delivered_rate()
-    figures = report_integrity(keys)
+    _, count, rate, figures = run(
+        args.workers, args.receivers, True, args.events, backlog_first=True
+    )
     print(
         f"raw capacity, {args.workers} worker processes, {args.receivers} receiver "
         f"processes, limits out of the way, {args.events} events"

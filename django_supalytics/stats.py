@@ -64,21 +64,16 @@ def hourly(hours: int = 24, now: datetime | None = None) -> list[tuple[datetime,
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = end - timedelta(hours=hours)
     buckets = {start + timedelta(hours=i): [0, 0] for i in range(hours)}
-    delivered = (
-        OutboxEvent.objects.filter(status=Status.SENT, sent_at__gte=start)
-        .annotate(hour=TruncHour("sent_at"))
-        .values("hour")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    failed = (
-        OutboxEvent.objects.filter(status=Status.FAILED, failed_at__gte=start)
-        .annotate(hour=TruncHour("failed_at"))
-        .values("hour")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    for index, rows in enumerate((delivered, failed)):
+    for index, (status, field) in enumerate(
+        ((Status.SENT, "sent_at"), (Status.FAILED, "failed_at"))
+    ):
+        rows = (
+            OutboxEvent.objects.filter(status=status, **{f"{field}__gte": start})
+            .annotate(hour=TruncHour(field))
+            .values("hour")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
         for row in rows:
             if row["hour"] in buckets:
                 buckets[row["hour"]][index] = row["n"]

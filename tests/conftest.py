@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -29,6 +30,13 @@ def _clear_caches() -> Iterator[None]:
     yield
     for alias in settings.CACHES:
         caches[alias].clear()
+
+
+@pytest.fixture
+def published() -> Iterator[Any]:
+    """``deliver_event.apply_async``, mocked: what would have been sent to the broker."""
+    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
+        yield apply_async
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -16,9 +15,8 @@ CHANGELIST = "admin:django_supalytics_outboxevent_changelist"
 
 
 @pytest.fixture(autouse=True)
-def published():
-    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
-        yield apply_async
+def _published(published):
+    return published
 
 
 def _failed(name="bad", error="invalid_name: nope"):

@@ -16,9 +16,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def published():
-    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
-        yield apply_async
+def _published(published):
+    return published
 
 
 def run(*args):

@@ -1,5 +1,4 @@
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -8,12 +7,6 @@ from django_supalytics import tasks, track
 from django_supalytics.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def published():
-    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
-        yield apply_async
 
 
 def test_sweep_re_enqueues_rows_due_for_longer_than_the_grace(published):

@@ -12,12 +12,6 @@ from django_supalytics.models import OutboxEvent, VisitorIdentity
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def published():
-    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
-        yield apply_async
-
-
 def test_track_writes_one_pending_row_and_returns_it(published):
     event = track("subscription_created", visitor_id="abc123", metadata={"plan": "pro"})
     row = OutboxEvent.objects.get()
