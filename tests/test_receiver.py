@@ -10,7 +10,7 @@ import requests
 
 from django_supalytics.receiver import faults
 from django_supalytics.receiver.models import ReceivedEvent
-from tests.processes import free_port, start_receiver_process
+from tests.processes import free_port, start_receiver_process, wait_for
 
 KEY = "sly_test_key"
 
@@ -306,3 +306,47 @@ def test_openapi_description_is_served(supalytics_receiver):
     schema = requests.get(f"{supalytics_receiver.base_url}/v1/openapi.json", timeout=10).json()
     assert schema["openapi"].startswith("3.")
     assert "post" in schema["paths"]["/v1/events"]
+
+
+def test_standalone_receiver_needs_no_project(tmp_path):
+    """``python -m django_supalytics.receiver``: for clients that are not Django projects."""
+    import os
+    import socket
+    import sys
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "django_supalytics.receiver",
+            "--port",
+            str(port),
+            "--key",
+            "sly_standalone",
+            "--db",
+            str(tmp_path / "events.db"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return proc.poll() is not None
+
+        wait_for(listening, timeout=60)
+        url = f"http://127.0.0.1:{port}/v1/events"
+        assert post(url, {"name": "signed_up"}, key="sly_standalone").json() == {"success": True}
+        assert_error(post(url, {"name": "x"}, key="sly_test_key"), 401, "invalid_api_key")
+        events = requests.get(f"http://127.0.0.1:{port}/v1/_control/events", timeout=10).json()
+        assert [e["name"] for e in events["events"]] == ["signed_up"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -39,12 +39,13 @@ def main(argv: list[str] | None = None) -> None:
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
     settings.configure(
-        DEBUG=True,
+        DEBUG=False,
         SECRET_KEY="supalytics-mock-receiver",
         ALLOWED_HOSTS=["*"],
         ROOT_URLCONF="django_supalytics.receiver.urls",
         INSTALLED_APPS=[
             "django.contrib.contenttypes",
+            "django.contrib.auth",  # DRF's anonymous user
             "rest_framework",
             "django_supalytics.receiver",
         ],
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             "RATE_LIMIT": args.rate_limit,
             "CONTROL": not args.no_control,
         },
-        SILENCED_SYSTEM_CHECKS=["supalytics.W102"],
+        SILENCED_SYSTEM_CHECKS=["supalytics.W102", "supalytics.W103"],
     )
     import django
     from django.core.management import call_command
