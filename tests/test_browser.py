@@ -93,3 +93,16 @@ def test_admin_retry_now_on_failed_events(page, django_user_model):
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "admin-retry-now.png"), full_page=True)
     assert OutboxEvent.objects.filter(status="pending").count() == 3
+
+
+def test_privacy_mode_header_reaches_the_backend(page):
+    """The template tag adds window.supalytics.visitorId to same-origin fetch calls."""
+    page.goto("/")
+    html = page.evaluate(
+        """async () => {
+            window.supalytics.visitorId = "privacy-mode-vid";
+            const response = await fetch("/");
+            return await response.text();
+        }"""
+    )
+    assert "privacy-mode-vid" in html and "(from header)" in html

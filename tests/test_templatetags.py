@@ -1,0 +1,14 @@
+from django.template import Context, Template
+
+
+def render(settings=None):
+    return Template("{% load supalytics %}{% supalytics_visitor_header %}").render(Context())
+
+
+def test_script_names_the_configured_header(settings):
+    assert '"X-Supalytics-Visitor-Id"' in render()
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "HEADER_NAME": "X-Vid"}
+    html = render()
+    assert '"X-Vid"' in html and "X-Supalytics-Visitor-Id" not in html
+    assert html.startswith("<script>") and html.endswith("</script>")
+    assert "location.origin" in html  # only same-origin requests carry the ID
