@@ -142,9 +142,11 @@ def main() -> int:
         wait_for_port(PORT)
         scenario()
         ok = report()
+    shown = VAR.relative_to(ROOT) if VAR.is_relative_to(ROOT) else VAR
     print(
-        f"\n  Logs: {VAR}/*.log. To look around: make run, then open "
-        "http://127.0.0.1:8000/admin/ (user admin, password admin)."
+        f"\n  Logs: {shown}/*.log. To browse these events in the admin: "
+        f"TESTPROJECT_VAR_DIR={shown} make run, then open http://127.0.0.1:8000/admin/ "
+        "(user admin, password admin)."
     )
     return 0 if ok else 1
 

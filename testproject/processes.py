@@ -24,6 +24,10 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class Processes:
     """Child processes that are all stopped on exit, whatever happens."""
 
@@ -60,6 +64,9 @@ class Processes:
                 child.wait()
 
     def __enter__(self) -> Processes:
+        # Stopped from outside (SIGTERM, a closed terminal): still stop the children.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _raise_interrupt)
         return self
 
     def __exit__(self, *exc: object) -> None:
