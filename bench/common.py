@@ -41,17 +41,6 @@ def throwaway_database() -> Iterator[None]:
         teardown_databases(config, verbosity=0)
 
 
-def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def interleaved_medians(
     fns: dict[str, Callable[[], object]], rounds: int, per_round: int = 50, warmup: int = 20
 ) -> dict[str, float]:

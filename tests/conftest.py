@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -11,8 +10,6 @@ from django.core.cache import caches
 
 from tests.httpserver import ScriptedServer
 from tests.processes import ChildProcess
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
