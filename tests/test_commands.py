@@ -57,10 +57,12 @@ def test_send_queues_one_event_with_converted_metadata(
     published.assert_called_once()
 
 
-def test_send_now_prints_the_outcome(endpoint):
-    output = run("supalytics_send", "setup_check", "--now")
+def test_send_now_prints_the_outcome(endpoint, published, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        output = run("supalytics_send", "setup_check", "--now")
     assert "Outcome: sent (status 200)" in output
     assert len(endpoint.requests) == 1
+    assert not published.called  # not handed to a worker as well
 
 
 def test_send_now_refused_exits_1(endpoint):

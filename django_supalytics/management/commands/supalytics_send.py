@@ -8,7 +8,7 @@ from django.db import transaction
 
 from ... import delivery
 from ...exceptions import InvalidEvent
-from ...tracking import track
+from ...tracking import build_event, track
 from ._common import parse_metadata, usage_error
 
 
@@ -41,8 +41,13 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         try:
-            with transaction.atomic():
-                event = track(name, visitor_id=visitor_id, metadata=parse_metadata(metadata))
+            if now:
+                # Sent from here: the row is written without asking a worker to send it too.
+                event = build_event(name, visitor_id=visitor_id, metadata=parse_metadata(metadata))
+                event.save(force_insert=True)
+            else:
+                with transaction.atomic():
+                    event = track(name, visitor_id=visitor_id, metadata=parse_metadata(metadata))
         except InvalidEvent as exc:
             raise usage_error(f"invalid event: {exc}") from exc
         self.stdout.write(f"Tracked {event.name} as {event.uuid}:")
@@ -56,5 +61,5 @@ class Command(BaseCommand):
         if result.outcome == "sent":
             self.stdout.write(self.style.SUCCESS(line))
             return
-        # Not sent now: the row stays in the outbox (retried by the worker unless it failed).
+        # Not sent now: the row stays in the outbox (the sweeper retries it unless it failed).
         raise CommandError(f"{line}: {event.last_error or 'not sent'}", returncode=1)
