@@ -12,15 +12,23 @@ from .exceptions import InvalidEvent
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .identity import forget_visitor, get_visitor_id
+    from .identity import forget_visitor, get_visitor_id, link_visitor
     from .tracking import track
 
-__all__ = ["InvalidEvent", "__version__", "forget_visitor", "get_visitor_id", "track"]
+__all__ = [
+    "InvalidEvent",
+    "__version__",
+    "forget_visitor",
+    "get_visitor_id",
+    "link_visitor",
+    "track",
+]
 
 _LAZY = {
     "track": "tracking",
     "get_visitor_id": "identity",
     "forget_visitor": "identity",
+    "link_visitor": "identity",
 }
 
 

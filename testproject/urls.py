@@ -7,7 +7,7 @@ from testproject.shop import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("signup/", views.signup, name="signup"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("plan/", views.change_plan, name="change-plan"),
     path("cancel/", views.cancel, name="cancel"),

@@ -105,3 +105,36 @@ class MixinTests(SupalyticsTestMixin, TestCase):
             self.client.post("/webhooks/payment/", {"amount": 1}, content_type="application/json")
         self.assertTracked("payment_succeeded", metadata__amount=1)
         self.assertNotTracked("refunded")
+
+
+def test_privacy_mode_signup_links_the_posted_visitor_id(client):
+    from django_supalytics import get_visitor_id
+
+    # No cookie, no header: the page copied window.supalytics.visitorId into the form.
+    client.post(
+        "/signup/",
+        {
+            "username": "pm",
+            "password1": "pw-123456x",
+            "password2": "pw-123456x",
+            "supalytics_visitor_id": "pm-vid",
+        },
+    )
+    from django.contrib.auth import get_user_model
+
+    assert get_visitor_id(get_user_model().objects.get(username="pm")) == "pm-vid"
+
+
+def test_privacy_mode_login_links_and_ignores_a_bad_id(client, django_user_model):
+    from django_supalytics import get_visitor_id
+
+    user = django_user_model.objects.create_user("lg", password="pw-123456x")
+    client.post(
+        "/login/",
+        {"username": "lg", "password": "pw-123456x", "supalytics_visitor_id": "has space"},
+    )
+    assert get_visitor_id(django_user_model.objects.get(pk=user.pk)) is None
+    client.post(
+        "/login/", {"username": "lg", "password": "pw-123456x", "supalytics_visitor_id": "lg-vid"}
+    )
+    assert get_visitor_id(django_user_model.objects.get(pk=user.pk)) == "lg-vid"

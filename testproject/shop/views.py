@@ -2,6 +2,7 @@ import json
 from typing import Any
 
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.db import transaction
@@ -10,7 +11,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from django_supalytics import track
+from django_supalytics import link_visitor, track
+from django_supalytics.validation import is_valid_visitor_id
 
 from .models import PLANS, Subscription
 
@@ -22,16 +24,32 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "shop/home.html", {"subscription": subscription, "plans": PLANS})
 
 
+def link_posted_visitor_id(request: HttpRequest, user: Any) -> None:
+    """Privacy mode has no cookie, and a form post carries no header: the page copies
+    window.supalytics.visitorId into a hidden field, and the view links it."""
+    posted = request.POST.get("supalytics_visitor_id", "")
+    if posted and is_valid_visitor_id(posted):
+        link_visitor(user, posted)
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     form: UserCreationForm[Any] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             user = form.save()
-            # Logging in links the request's visitor ID to the new user (user_logged_in).
+            # Logging in links the request's visitor ID (cookie or header) to the new user.
             login(request, user)
+            link_posted_visitor_id(request, user)
             track("signed_up", request=request)
         return redirect("home")
     return render(request, "shop/signup.html", {"form": form})
+
+
+class LoginView(auth_views.LoginView):
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        link_posted_visitor_id(self.request, form.get_user())
+        return response
 
 
 @login_required
