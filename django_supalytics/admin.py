@@ -17,6 +17,7 @@ from django.utils.timesince import timesince
 
 from . import stats
 from .chart import hourly_svg
+from .dispatch import publish
 from .models import OutboxEvent, VisitorIdentity
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 else:
     _OutboxEventAdmin = admin.ModelAdmin
     _VisitorIdentityAdmin = admin.ModelAdmin
-from .tasks import enqueue
 
 Status = OutboxEvent.Status
 
@@ -103,8 +103,7 @@ class OutboxEventAdmin(_OutboxEventAdmin):
             changed = OutboxEvent.objects.filter(pk__in=pks).update(
                 status=Status.PENDING, next_attempt_at=timezone.now(), attempts=0, failed_at=None
             )
-            for pk in pks:
-                transaction.on_commit(partial(enqueue, pk))
+            transaction.on_commit(partial(publish, pks))
         self.message_user(request, f"{changed} event(s) queued for delivery now.", messages.SUCCESS)
 
     @admin.action(description="Discard", permissions=["delete"])
