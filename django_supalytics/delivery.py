@@ -25,7 +25,7 @@ from . import client
 from .client import Kind, Outcome
 from .conf import conf
 from .models import OutboxEvent
-from .ratelimit import get_limiter
+from .ratelimit import RateLimiter, get_limiter
 from .signals import event_delivered, event_failed, send_safely
 
 logger = logging.getLogger("django_supalytics")
@@ -158,13 +158,13 @@ class _Deferred:
 def _attempt(
     event: OutboxEvent,
     api_key: str,
+    limiter: RateLimiter,
     stop: list[float],
     sleep: Callable[[float], None],
 ) -> Outcome | _Deferred:
     """Take a rate-limit slot and POST: the network part, with no database access."""
     if stop:
         return _Deferred(stop[0])
-    limiter = get_limiter(api_key)
     reservation = limiter.reserve(SLOT_SLEEP_MAX)
     if not reservation.granted:
         # Paused after a 429, or the schedule is full: no attempt; the rest of the batch waits.
@@ -202,13 +202,14 @@ def send_batch(
         outcomes = [_Deferred(None, f"not sent: {reason}")] * len(batch)
     else:
         stop: list[float] = []
+        limiter = get_limiter(api_key)
         concurrency = min(conf.SEND_CONCURRENCY, len(batch))
         if concurrency <= 1:
-            outcomes = [_attempt(event, api_key, stop, sleep) for event in batch]
+            outcomes = [_attempt(event, api_key, limiter, stop, sleep) for event in batch]
         else:
             outcomes = list(
                 _executor(concurrency).map(
-                    lambda event: _attempt(event, api_key, stop, sleep), batch
+                    lambda event: _attempt(event, api_key, limiter, stop, sleep), batch
                 )
             )
     results: list[Result] = []

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import delivery
+from ...conf import conf
 from ._common import Progress, usage_error
 
 #: Longest single wait for the rate limiter before looking again.
@@ -49,7 +50,7 @@ class Command(BaseCommand):
         progress = Progress(total, self.stdout, "Delivering")
         done = 0
         while done < total:
-            results = delivery.deliver_due(min(batch_size or 50, total - done))
+            results = delivery.deliver_due(min(batch_size or conf.BATCH_SIZE, total - done))
             if not results:
                 break
             for result in results:
