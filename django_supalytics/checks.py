@@ -183,3 +183,28 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.db import router
+
+    from .models import OutboxEvent
+
+    alias = router.db_for_write(OutboxEvent) or "default"
+    database = getattr(settings, "DATABASES", {}).get(alias, {})
+    if not str(database.get("ENGINE", "")).endswith("sqlite3"):
+        return []
+    mode = str((database.get("OPTIONS") or {}).get("transaction_mode") or "DEFERRED")
+    if mode.upper() == "IMMEDIATE":
+        return []
+    return [
+        Warning(
+            f"The outbox is in the SQLite database {alias!r}, whose transactions are "
+            f"{mode.upper()}: with several worker processes, claims fail with "
+            "'database is locked'.",
+            hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = "
+            '{"transaction_mode": "IMMEDIATE", "timeout": 20}.',
+            id="supalytics.W003",
+        )
+    ]

@@ -74,6 +74,16 @@ def database_from_url(url: str) -> dict[str, object]:
     raise ValueError(f"unsupported DATABASE_URL scheme {parts.scheme!r}")
 
 
+# SQLite with several processes (the site, worker children, beat) writing: every transaction
+# takes the write lock when it begins (IMMEDIATE) and waits up to 20 s for it, instead of
+# failing with "database is locked" when a read turns into a write; WAL lets readers go on
+# while one process writes. docs/delivery.md, "SQLite".
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
     # Persistent connections: a new PostgreSQL connection per request costs more than the
@@ -84,7 +94,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": SQLITE_OPTIONS,
         }
     }
 
@@ -127,6 +137,10 @@ SUPALYTICS: dict[str, object] = {
     "API_KEY": os.environ.get("SUPALYTICS_API_KEY", DEMO_API_KEY),
     # The site is its own Supalytics in development: the mock receiver is mounted below.
     "ENDPOINT": os.environ.get("SUPALYTICS_ENDPOINT", "http://127.0.0.1:8000/v1/events"),
+    # A development site retries within seconds, so an outage of the local mock heals while
+    # you watch (production keeps the defaults: 2 s doubling up to 15 minutes).
+    "BACKOFF_BASE": 0.5,
+    "BACKOFF_MAX": 5.0,
 }
 SUPALYTICS_RECEIVER = {"API_KEYS": [DEMO_API_KEY], "CONTROL": DEBUG}
 

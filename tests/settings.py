@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from testproject.settings import *  # noqa: F403
-from testproject.settings import BASE_DIR, database_from_url
+from testproject.settings import BASE_DIR, SQLITE_OPTIONS, database_from_url
 
 REQUIRE_SERVICES = os.environ.get("SUPALYTICS_REQUIRE_SERVICES") == "1"
 # Processes started by a test (a Celery worker, a receiver) inherit these to find the test's
@@ -62,7 +62,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(RUN_DIR / "db.sqlite3"),
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": SQLITE_OPTIONS,
             # A file, not memory: worker processes started by tests open the same database.
             "TEST": {"NAME": str(RUN_DIR / "test-db.sqlite3")},
         }

@@ -1,3 +1,5 @@
+from unittest import mock
+
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
@@ -146,3 +148,26 @@ def test_receiver_checks_shape_and_cache():
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
     ):
         assert "supalytics.W102" in {m.id for m in run_checks()}
+
+
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        ({}, True),
+        ({"timeout": 20}, True),
+        ({"transaction_mode": "DEFERRED"}, True),
+        ({"transaction_mode": "IMMEDIATE"}, False),
+        ({"transaction_mode": "immediate", "timeout": 5}, False),
+    ],
+)
+def test_w003_sqlite_outbox_without_immediate_transactions(settings, options, warned):
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3", "OPTIONS": options}
+    with mock.patch.dict(settings.DATABASES, {"default": sqlite}):
+        found = {m.id for m in run_checks()}
+    assert ("supalytics.W003" in found) is warned
+
+
+def test_w003_not_raised_for_other_databases(settings):
+    postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    with mock.patch.dict(settings.DATABASES, {"default": postgres}):
+        assert "supalytics.W003" not in {m.id for m in run_checks()}
