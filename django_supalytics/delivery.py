@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -35,6 +35,11 @@ Status = OutboxEvent.Status
 #: A worker sleeps in place for its rate-limit slot up to this long; past it, it hands the row
 #: back and asks to be run again later.
 SLOT_SLEEP_MAX = 1.0
+#: While the limiter's store cannot be reached, rows are handed back for this long.
+LIMITER_DOWN_PAUSE = 2.0
+#: Recording outcomes already obtained is tried this many times (a locked or restarting
+#: database) before the error is raised: an answered row must not wait for its lease to expire.
+RECORD_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -159,22 +164,35 @@ def _attempt(
     event: OutboxEvent,
     api_key: str,
     limiter: RateLimiter,
-    stop: list[float],
+    stop: list[_Deferred],
     sleep: Callable[[float], None],
 ) -> Outcome | _Deferred:
     """Take a rate-limit slot and POST: the network part, with no database access."""
     if stop:
-        return _Deferred(stop[0])
-    reservation = limiter.reserve(SLOT_SLEEP_MAX)
+        return stop[0]
+    try:
+        reservation = limiter.reserve(SLOT_SLEEP_MAX)
+    except Exception as exc:
+        # The limiter's store (Redis) is unreachable: sending without it could break the limit
+        # for every worker, so this batch pauses and is handed back, due again shortly.
+        logger.warning("supalytics: rate limiter unavailable (%s); pausing", type(exc).__name__)
+        error = f"not sent: rate limiter unavailable: {exc!r}"[: client.ERROR_TEXT_MAX]
+        stop.append(_Deferred(LIMITER_DOWN_PAUSE, error))
+        return stop[0]
     if not reservation.granted:
         # Paused after a 429, or the schedule is full: no attempt; the rest of the batch waits.
-        stop.append(reservation.delay)
-        return _Deferred(reservation.delay)
+        stop.append(_Deferred(reservation.delay))
+        return stop[0]
     if reservation.delay > 0:
         sleep(reservation.delay)
     outcome = client.post_event(event.payload, str(event.uuid), api_key)
     if outcome.wait:
-        limiter.pause(outcome.wait)
+        try:
+            limiter.pause(outcome.wait)
+        except Exception as exc:
+            # The answer is in hand and must be recorded; the pause is only lost.
+            logger.warning("supalytics: could not pause the rate limiter: %r", exc)
+            stop.append(_Deferred(outcome.wait))
     return outcome
 
 
@@ -201,7 +219,7 @@ def send_batch(
         reason = "SUPALYTICS['ENABLED'] is False" if not conf.ENABLED else "no API key is set"
         outcomes = [_Deferred(None, f"not sent: {reason}")] * len(batch)
     else:
-        stop: list[float] = []
+        stop: list[_Deferred] = []
         limiter = get_limiter(api_key)
         concurrency = min(conf.SEND_CONCURRENCY, len(batch))
         if concurrency <= 1:
@@ -212,21 +230,44 @@ def send_batch(
                     lambda event: _attempt(event, api_key, limiter, stop, sleep), batch
                 )
             )
-    results: list[Result] = []
-    to_signal: list[tuple[OutboxEvent, Kind | None]] = []
-    with transaction.atomic():
-        for event, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, _Deferred):
-                delay = conf.MAX_COUNTDOWN if outcome.delay is None else outcome.delay
-                _release(event, delay, outcome.error)
-                results.append(Result(event.pk, "deferred", outcome.delay))
-            else:
-                result, kind = _update(event, outcome)
-                results.append(result)
-                to_signal.append((event, kind))
+    results, to_signal = _record_all(batch, outcomes, sleep)
     for event, kind in to_signal:
         _signal(event, kind)
     return results
+
+
+def _record_all(
+    batch: list[OutboxEvent],
+    outcomes: list[Outcome | _Deferred],
+    sleep: Callable[[float], None],
+) -> tuple[list[Result], list[tuple[OutboxEvent, Kind | None]]]:
+    """Record every outcome in one transaction, trying again on a transient database error."""
+    for attempt in range(1, RECORD_TRIES + 1):
+        snapshot = [dict(event.__dict__) for event in batch]
+        try:
+            results: list[Result] = []
+            to_signal: list[tuple[OutboxEvent, Kind | None]] = []
+            with transaction.atomic():
+                for event, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, _Deferred):
+                        delay = conf.MAX_COUNTDOWN if outcome.delay is None else outcome.delay
+                        _release(event, delay, outcome.error)
+                        results.append(Result(event.pk, "deferred", outcome.delay))
+                    else:
+                        result, kind = _update(event, outcome)
+                        results.append(result)
+                        to_signal.append((event, kind))
+            return results, to_signal
+        except (OperationalError, InterfaceError):
+            # _update set attributes on the rows (the lease among them); the transaction did
+            # not happen, so they go back to what they were.
+            for event, saved in zip(batch, snapshot, strict=True):
+                event.__dict__.update(saved)
+            if attempt == RECORD_TRIES:
+                raise
+            logger.warning("supalytics: recording outcomes failed; trying again", exc_info=True)
+            sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 _executors: dict[tuple[int, int], ThreadPoolExecutor] = {}

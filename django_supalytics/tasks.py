@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from . import delivery
 from .conf import conf
@@ -16,6 +17,41 @@ from .dispatch import apply_task, publish
 logger = logging.getLogger("django_supalytics")
 
 SWEEP_LIMIT = 1000
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors a delivery task retries itself for, within seconds: the database (a lock, a
+    dropped connection), the limiter's Redis, the broker. Anything else is a bug, and raises."""
+    errors: list[type[BaseException]] = [OperationalError, InterfaceError]
+    try:
+        from kombu.exceptions import OperationalError as BrokerError
+
+        errors.append(BrokerError)
+    except ImportError:  # pragma: no cover - kombu comes with Celery
+        pass
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        errors += [ConnectionError, TimeoutError]
+    except ImportError:  # redis is an extra
+        pass
+    return tuple(errors)
+
+
+#: Options of the delivery tasks: a transient error re-runs the task (the same message, the
+#: same queue) after 1, 2, 4, ... seconds with jitter, at most ``TRANSIENT_RETRY_MAX`` apart,
+#: ``TRANSIENT_RETRIES`` times; past that the sweeper is the net. The row, not Celery's retry
+#: state, still decides what is sent: a retried task only claims rows that are due and free.
+TRANSIENT_RETRIES = 10
+TRANSIENT_RETRY_MAX = 10
+_DELIVERY_TASK: dict[str, Any] = {
+    "ignore_result": True,
+    "autoretry_for": _transient_errors(),
+    "max_retries": TRANSIENT_RETRIES,
+    "retry_backoff": 1,
+    "retry_backoff_max": TRANSIENT_RETRY_MAX,
+    "retry_jitter": True,
+}
 
 
 def enqueue(event_id: int, countdown: float | None = None) -> bool:
@@ -36,7 +72,7 @@ def _requeue(results: list[delivery.Result]) -> None:
         publish(ids, countdown=wait)
 
 
-@shared_task(name="django_supalytics.tasks.deliver_event", ignore_result=True)
+@shared_task(name="django_supalytics.tasks.deliver_event", **_DELIVERY_TASK)
 def deliver_event(event_id: int) -> str:
     """Deliver one outbox row, if it is due and no other worker holds it."""
     result = delivery.deliver(event_id)
@@ -44,7 +80,7 @@ def deliver_event(event_id: int) -> str:
     return result.outcome
 
 
-@shared_task(name="django_supalytics.tasks.deliver_events", ignore_result=True)
+@shared_task(name="django_supalytics.tasks.deliver_events", **_DELIVERY_TASK)
 def deliver_events(event_ids: list[int]) -> dict[str, int]:
     """Deliver the given outbox rows (those due and free), oldest first, claimed at once."""
     results = delivery.deliver_many(list(event_ids))

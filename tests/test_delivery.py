@@ -306,3 +306,48 @@ def test_concurrent_claimers_never_claim_the_same_row():
     every = [pk for mine in claimed for pk in mine]
     assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
     assert sum(1 for mine in claimed if mine) >= 2  # and the work was really shared
+
+
+def test_outcomes_in_hand_survive_a_transient_database_error(endpoint):
+    """An answer already obtained is recorded even if the first try to record it fails."""
+    from django.db import OperationalError
+
+    event = track("e")
+    real_update = delivery._update
+    calls = []
+
+    def flaky(row, outcome):
+        calls.append(row.pk)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return real_update(row, outcome)
+
+    with mock.patch.object(delivery, "_update", flaky):
+        result = delivery.deliver(event.pk)
+    assert result.outcome == "sent"
+    assert _reload(event).status == "sent"
+    assert len(endpoint.requests) == 1  # recorded on the second try, not POSTed again
+
+
+@pytest.mark.redis
+def test_a_limiter_store_that_is_down_pauses_sending(endpoint, settings):
+    """Redis unreachable: no request goes out unlimited; the rows wait a moment, pending."""
+    from tests.processes import free_port
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "gone": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        },
+    }
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "CACHE_ALIAS": "gone"}
+    events = [track(f"e{i}") for i in range(3)]
+    results = delivery.deliver_many([e.pk for e in events])
+    assert {r.outcome for r in results} == {"deferred"}
+    assert all(0 < (r.retry_in or 0) <= delivery.LIMITER_DOWN_PAUSE for r in results)
+    assert endpoint.requests == []
+    for event in events:
+        row = _reload(event)
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert "rate limiter unavailable" in row.last_error

@@ -1,4 +1,5 @@
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -75,3 +76,37 @@ def test_purge_task_uses_retention(settings):
         status="sent", sent_at=timezone.now() - timedelta(days=2)
     )
     assert tasks.purge_outbox() == 1
+
+
+def test_a_delivery_task_retries_itself_after_a_transient_database_error(endpoint, settings):
+    """'database is locked' at the claim: the task runs again at once, not via the sweeper."""
+    from django.db import OperationalError
+
+    from django_supalytics import delivery
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    events = [track(f"e{i}") for i in range(2)]
+    real_claim = delivery.claim
+    failures: list[int] = []
+
+    def locked_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("database is locked")
+        return real_claim(*args, **kwargs)
+
+    with mock.patch.object(delivery, "claim", locked_once):
+        tasks.deliver_events.apply(args=([e.pk for e in events],))
+    assert failures == [1]
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_delivery_tasks_retry_for_database_broker_and_redis_errors():
+    from django.db import InterfaceError, OperationalError
+    from kombu.exceptions import OperationalError as BrokerError
+
+    for task in (tasks.deliver_event, tasks.deliver_events):
+        retried = task.autoretry_for
+        assert {OperationalError, InterfaceError, BrokerError} <= set(retried)
+        assert task.max_retries == tasks.TRANSIENT_RETRIES
+        assert ValueError not in retried
