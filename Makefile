@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
+NOX_ARGS ?=
 
-.PHONY: install test lint demo run bench test-matrix clean
+.PHONY: install test lint demo run bench test-matrix test-install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +39,15 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python receiver_throughput.py
 	cd bench && ../$(BIN)/python middleware_overhead.py --rounds 40
 
+# Every supported Django × Python (noxfile.py), each in its own virtualenv under .nox/.
 test-matrix: $(STAMP)
-	$(BIN)/python -m pip install --quiet nox
-	$(BIN)/nox
+	$(BIN)/python -m pip install --quiet 'nox>=2025.2'
+	$(BIN)/nox $(NOX_ARGS)
+
+# The built wheel in a clean virtualenv with only user extras, a real worker on Redis and on
+# RabbitMQ (tests/install/check.py). Uses the bare Python on purpose, not .venv.
+test-install:
+	$(PYTHON) tests/install/check.py
 
 clean:
-	rm -rf $(VENV) .var build *.egg-info test-artifacts
+	rm -rf $(VENV) .var .nox build dist *.egg-info test-artifacts

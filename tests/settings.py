@@ -96,6 +96,7 @@ else:
         "data_folder_in": _broker_dir,
         "data_folder_out": _broker_dir,
         "processed_folder": _broker_dir,
+        "control_folder": str(RUN_DIR / "broker" / "control"),
         "store_processed": False,
     }
     SILENCED_SYSTEM_CHECKS = ["supalytics.W002", "supalytics.W102"]
