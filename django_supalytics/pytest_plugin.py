@@ -5,7 +5,8 @@ with ``assert_tracked(name, **lookups)``; nothing reaches Celery or the network.
 
 ``supalytics_receiver``: the mock receiver on a loopback socket, with the client's ``ENDPOINT``
 and ``API_KEY`` pointed at it, its received events and fault injection (needs pytest-django).
-Needs ``django_supalytics.receiver`` in INSTALLED_APPS and its urls mounted at the root.
+Needs ``django_supalytics.receiver`` (and ``rest_framework``) in INSTALLED_APPS; it serves the
+receiver's urls itself.
 """
 
 from __future__ import annotations
@@ -57,13 +58,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # collects them; a fixture that asks for the database at run time is too late for that.
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if "supalytics_receiver" in fixtures and not item.get_closest_marker("django_db"):
+        if item.get_closest_marker("django_db"):
+            continue
+        if "supalytics_receiver" in fixtures:
             item.add_marker(pytest.mark.django_db(transaction=True))
+        elif "supalytics_events" in fixtures:
+            item.add_marker(pytest.mark.django_db)
 
 
 @pytest.fixture
 def supalytics_events() -> Iterator[Any]:
-    """The events tracked (and committed) during the test; none is handed to Celery."""
+    """The events tracked during the test and not rolled back; none is handed to Celery.
+
+    A test using it gets database access (``django_db``) unless it asks for its own."""
     from .testing import capture_events
 
     with capture_events() as events:
@@ -72,12 +79,23 @@ def supalytics_events() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def supalytics_receiver_server(django_db_setup: None) -> Iterator[str]:
-    """The base URL of a receiver serving this test run's project in a thread."""
-    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    """The base URL of a mock receiver in a thread, on this test run's database.
 
-    from .receiver.server import ReceiverThread
+    It serves the receiver's own urls, whatever the project's ``ROOT_URLCONF`` mounts, and
+    shares an in-memory SQLite test database with the tests (as ``LiveServerTestCase`` does).
+    """
+    from django.db import connections
 
-    thread = ReceiverThread("127.0.0.1", StaticFilesHandler)
+    from .receiver.server import ReceiverHandler, ReceiverThread
+
+    shared = {
+        conn.alias: conn
+        for conn in connections.all()
+        if conn.vendor == "sqlite" and conn.is_in_memory_db()  # type: ignore[attr-defined]
+    }
+    for conn in shared.values():
+        conn.inc_thread_sharing()
+    thread = ReceiverThread("127.0.0.1", ReceiverHandler, shared)
     thread.daemon = True
     thread.start()
     thread.is_ready.wait()
@@ -85,6 +103,8 @@ def supalytics_receiver_server(django_db_setup: None) -> Iterator[str]:
         raise thread.error
     yield f"http://127.0.0.1:{thread.port}"
     thread.terminate()
+    for conn in shared.values():
+        conn.dec_thread_sharing()
 
 
 @pytest.fixture

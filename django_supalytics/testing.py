@@ -1,7 +1,8 @@
 """Assert on tracked events in your own tests, without network or Celery.
 
 Like Django's ``mail.outbox``: while capturing, events are recorded (validated and written to
-the outbox as usual) but never handed to Celery.
+the outbox as usual) but never handed to Celery. Any kind of database test works: one wrapped
+in a transaction (``@pytest.mark.django_db``, ``TestCase``) or one that commits.
 
     from django_supalytics.testing import capture_events
 
@@ -14,10 +15,11 @@ pytest: the ``supalytics_events`` fixture. unittest: ``SupalyticsTestMixin``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, overload
 from unittest import mock
+from uuid import UUID
 
 from django.db.models.signals import post_save
 
@@ -38,11 +40,53 @@ def _lookup(event: OutboxEvent, path: str) -> Any:
     return value
 
 
-class TrackedEvents(list[OutboxEvent]):
-    """The events tracked while capturing, in order."""
+class TrackedEvents(Sequence[OutboxEvent]):
+    """The events tracked while capturing, in order, leaving out those rolled back.
 
-    def named(self, name: str) -> list[OutboxEvent]:
-        return [event for event in self if event.name == name]
+    An event counts once its ``track()`` returned and for as long as its row exists: in a test
+    wrapped in a transaction that never commits (``@pytest.mark.django_db``, ``TestCase``) as
+    in one that commits (``transaction=True``). A row whose transaction (or savepoint) rolled
+    back is gone, so its event is not listed, as nothing would have been sent for it.
+    """
+
+    def __init__(self) -> None:
+        self._tracked: list[OutboxEvent] = []
+
+    def _record(self, event: OutboxEvent) -> None:
+        self._tracked.append(event)
+
+    def _current(self) -> list[OutboxEvent]:
+        if not self._tracked:
+            return []
+        alive: set[UUID] = set()
+        by_db: dict[str, list[UUID]] = {}
+        for event in self._tracked:
+            by_db.setdefault(event._state.db or "default", []).append(event.uuid)
+        for using, uuids in by_db.items():
+            alive.update(
+                OutboxEvent.objects.using(using)
+                .filter(uuid__in=uuids)
+                .values_list("uuid", flat=True)
+            )
+        return [event for event in self._tracked if event.uuid in alive]
+
+    @overload
+    def __getitem__(self, index: int) -> OutboxEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[OutboxEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> OutboxEvent | list[OutboxEvent]:
+        return self._current()[index]
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __iter__(self) -> Iterator[OutboxEvent]:
+        return iter(self._current())
+
+    def __repr__(self) -> str:
+        return f"<TrackedEvents {[event.name for event in self]}>"
 
     def filter(self, name: str | None = None, **lookups: Any) -> list[OutboxEvent]:
         """Events matching ``name`` and every lookup (``metadata__plan="pro"``, ``user=u``)."""
@@ -55,9 +99,15 @@ class TrackedEvents(list[OutboxEvent]):
 
     def assert_tracked(self, name: str, count: int | None = None, **lookups: Any) -> OutboxEvent:
         """Fail unless an event ``name`` matching the lookups was tracked (``count`` times)."""
-        found = self.filter(name, **lookups)
+        events = self._current()
+        found = [
+            event
+            for event in events
+            if event.name == name
+            and all(_lookup(event, path) == value for path, value in lookups.items())
+        ]
         if not found or (count is not None and len(found) != count):
-            seen = ", ".join(f"{e.name}{e.payload.get('metadata', '')}" for e in self) or "none"
+            seen = ", ".join(f"{e.name}{e.payload.get('metadata', '')}" for e in events) or "none"
             wanted = f"{count} of " if count is not None else ""
             raise AssertionError(
                 f"expected {wanted}{name!r} matching {lookups or 'anything'}; "
@@ -75,16 +125,14 @@ class TrackedEvents(list[OutboxEvent]):
 def capture_events() -> Iterator[TrackedEvents]:
     """Record the events tracked inside the block; hand none of them to Celery.
 
-    Only events whose transaction committed are kept (as in production, a rolled-back
-    ``track()`` leaves nothing): the list is filled on commit.
+    Events rolled back are left out (as in production, a rolled-back ``track()`` sends
+    nothing), whether or not the test's own transaction ever commits.
     """
     events = TrackedEvents()
 
     def on_save(sender: Any, instance: OutboxEvent, created: bool, **kwargs: Any) -> None:
         if created:
-            from django.db import transaction
-
-            transaction.on_commit(lambda: events.append(instance), using=kwargs.get("using"))
+            events._record(instance)  # saving set instance._state.db
 
     post_save.connect(on_save, sender=OutboxEvent, weak=False)
     try:
@@ -95,11 +143,7 @@ def capture_events() -> Iterator[TrackedEvents]:
 
 
 class SupalyticsTestMixin:
-    """For ``TestCase``: ``self.supalytics_events`` and ``self.assertTracked(...)``.
-
-    In a ``TestCase`` (one transaction per test) wrap the code in
-    ``self.captureOnCommitCallbacks(execute=True)`` so commits are seen.
-    """
+    """For ``TestCase``: ``self.supalytics_events`` and ``self.assertTracked(...)``."""
 
     supalytics_events: TrackedEvents
 

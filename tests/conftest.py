@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import caches
 
+from django_supalytics.ratelimit import redis_client
 from tests.httpserver import ScriptedServer
 from tests.processes import ChildProcess
 
@@ -26,7 +27,16 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 def _clear_caches() -> Iterator[None]:
     yield
     for alias in settings.CACHES:
-        caches[alias].clear()
+        cache = caches[alias]
+        client = redis_client(cache)
+        if client is None:
+            cache.clear()
+            continue
+        # Only this run's keys: clear() is FLUSHDB, which would wipe the rate-limit state,
+        # faults and counts of another test run sharing the Redis database.
+        keys = list(client.scan_iter(match=cache.make_key("*"), count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture

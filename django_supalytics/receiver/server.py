@@ -10,8 +10,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.http import HttpRequest, HttpResponseBase
 from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
+
+RECEIVER_URLCONF = "django_supalytics.receiver.urls"
 
 
 class ReceiverServer(ThreadedWSGIServer):
@@ -27,6 +31,20 @@ class ReceiverServer(ThreadedWSGIServer):
         sock, address = super().get_request()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
+
+
+class ReceiverHandler(WSGIHandler):
+    """The project's WSGI application, routed to the receiver's urls only.
+
+    It takes (and ignores) the application ``LiveServerThread`` hands a static-files handler.
+    """
+
+    def __init__(self, application: Any = None) -> None:
+        super().__init__()
+
+    def get_response(self, request: HttpRequest) -> HttpResponseBase:
+        request.urlconf = RECEIVER_URLCONF
+        return super().get_response(request)
 
 
 class ReceiverThread(LiveServerThread):

@@ -125,7 +125,16 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> None:
 
 
 def build_wheel(out: Path) -> Path:
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", out, ROOT)
+    # From a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+    source = out.parent / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".nox", ".var", "build", "dist", "*.egg-info"
+        ),
+    )
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", out, source)
     [wheel] = out.glob("django_supalytics-*.whl")
     return wheel
 
