@@ -99,3 +99,83 @@ def test_readme_pytest_example_passes_as_printed(pytester, monkeypatch):
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def _table_keys(doc: str, heading: str) -> set[str]:
+    """The backticked names in the first column of the table under ``heading``."""
+    text = (ROOT / "docs" / doc).read_text()
+    section = text[text.index(heading) + len(heading) :]
+    section = section[: section.find("\n## ")] if "\n## " in section else section
+    keys: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            keys.update(re.findall(r"`([^`]+)`", line.split("|")[1]))
+    return keys
+
+
+def test_every_client_setting_is_documented_and_every_documented_one_exists():
+    from django_supalytics.conf import DEFAULTS
+
+    assert _table_keys("settings.md", "## `SUPALYTICS` (the client)") == set(DEFAULTS)
+
+
+def test_every_receiver_setting_is_documented_and_every_documented_one_exists():
+    from django_supalytics.receiver.conf import DEFAULTS
+
+    assert _table_keys("settings.md", "## `SUPALYTICS_RECEIVER`") == set(DEFAULTS)
+
+
+def _check_ids_in_code() -> set[str]:
+    ids: set[str] = set()
+    for path in (ROOT / "django_supalytics").rglob("*.py"):
+        ids.update(re.findall(r'id="(supalytics\.[EW]\d{3})"', path.read_text()))
+    return ids
+
+
+def test_every_check_id_is_documented_and_tested():
+    documented = _table_keys("settings.md", "## System checks")
+    in_code = _check_ids_in_code()
+    assert documented == in_code
+    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_checks*.py"))
+    tests += (ROOT / "tests" / "test_receiver.py").read_text()
+    untested = {
+        check_id
+        for check_id in in_code
+        if check_id not in tests and check_id.split(".")[1].lower() not in tests
+    }
+    assert not untested
+
+
+def test_checks_are_bound():
+    """Every check function in the checks modules is registered with Django."""
+    from django.core.checks.registry import registry
+
+    from django_supalytics import checks
+    from django_supalytics.receiver import checks as receiver_checks
+
+    registered = set(registry.get_checks(include_deployment_checks=True))
+    for module in (checks, receiver_checks):
+        for name in dir(module):
+            if name.startswith("check_"):
+                assert getattr(module, name) in registered, f"{module.__name__}.{name}"
+
+
+def test_every_documented_command_option_exists():
+    from django.core.management import get_commands, load_command_class
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    rows = re.findall(r"^\| `(supalytics_\w+)([^`]*)`", text, re.M)
+    assert {command for command, _ in rows} >= {
+        "supalytics_send",
+        "supalytics_status",
+        "supalytics_drain",
+        "supalytics_purge",
+        "supalytics_backfill",
+    }
+    for command, usage in rows:
+        parser = load_command_class(get_commands()[command], command).create_parser(
+            "manage.py", command
+        )
+        known = {option for action in parser._actions for option in action.option_strings}
+        documented = set(re.findall(r"--[a-z][a-z-]*", usage))
+        assert documented <= known, f"{command}: {documented - known} not in its parser"
