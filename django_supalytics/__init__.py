@@ -13,11 +13,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .identity import forget_visitor, get_visitor_id, link_visitor
-    from .tracking import track
+    from .tracking import atrack, track
 
 __all__ = [
     "InvalidEvent",
     "__version__",
+    "atrack",
     "forget_visitor",
     "get_visitor_id",
     "link_visitor",
@@ -26,6 +27,7 @@ __all__ = [
 
 _LAZY = {
     "track": "tracking",
+    "atrack": "tracking",
     "get_visitor_id": "identity",
     "forget_visitor": "identity",
     "link_visitor": "identity",

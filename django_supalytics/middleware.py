@@ -56,6 +56,12 @@ class SupalyticsDetails:
 
         return track(name, request=self.request, **kwargs)
 
+    async def atrack(self, name: str, **kwargs: Any) -> Any:
+        """``await atrack(name, request=request, ...)``, for async views."""
+        from .tracking import atrack
+
+        return await atrack(name, request=self.request, **kwargs)
+
     def mark_linked(self, user: Any) -> None:
         session = getattr(self.request, "session", None)
         if session is not None and self.visitor_id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import router
 
 from .dispatch import schedule
@@ -76,3 +77,24 @@ def track(
     event.save(using=using, force_insert=True)
     schedule(event.pk, using)
     return event
+
+
+async def atrack(
+    name: str,
+    *,
+    visitor_id: str | None = None,
+    user: Any = None,
+    request: Any = None,
+    metadata: dict[str, Any] | None = None,
+    using: str | None = None,
+) -> OutboxEvent:
+    """``track()`` for async code: the same arguments, awaited.
+
+    It runs ``track()`` in Django's sync thread (``sync_to_async(thread_sensitive=True)``, as
+    ``QuerySet.acreate`` does). Async code has no transactions, so the row commits at once and
+    is handed to Celery then; to tie events to a transaction, run the whole unit of work,
+    ``track()`` included, in one sync function under ``sync_to_async``.
+    """
+    return await sync_to_async(track, thread_sensitive=True)(
+        name, visitor_id=visitor_id, user=user, request=request, metadata=metadata, using=using
+    )

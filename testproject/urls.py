@@ -12,6 +12,7 @@ urlpatterns = [
     path("plan/", views.change_plan, name="change-plan"),
     path("cancel/", views.cancel, name="cancel"),
     path("webhooks/payment/", views.payment_webhook, name="payment-webhook"),
+    path("async/upgrade/", views.async_upgrade, name="async-upgrade"),
     path("admin/", admin.site.urls),
     # The mock Supalytics API: the site is its own receiver in development.
     path("", include("django_supalytics.receiver.urls")),

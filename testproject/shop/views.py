@@ -1,6 +1,7 @@
 import json
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -100,3 +101,31 @@ def payment_webhook(request: HttpRequest) -> HttpResponse:
     visitor_id = (payload.get("metadata") or {}).get("supalytics_visitor_id")
     track("payment_succeeded", visitor_id=visitor_id, metadata=metadata)
     return JsonResponse({"received": True})
+
+
+def _declined_upgrade(request: HttpRequest) -> None:
+    """A unit of work that fails: its event goes with it. Async code has no transactions, so
+    the whole unit runs as one sync function."""
+    with transaction.atomic():
+        track("upgrade_declined_async", request=request)
+        raise PaymentDeclined
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+@csrf_exempt
+@require_POST
+async def async_upgrade(request: HttpRequest) -> HttpResponse:
+    """An async view: ``request.supalytics.atrack`` records the event without blocking the
+    event loop; a declined payment rolls its event back."""
+    if request.POST.get("fail"):
+        try:
+            await sync_to_async(_declined_upgrade)(request)
+        except PaymentDeclined:
+            return HttpResponse("declined", status=402)
+    event = await request.supalytics.atrack(  # type: ignore[attr-defined]
+        "upgraded_async", metadata={"plan": request.POST.get("plan", "pro")}
+    )
+    return JsonResponse({"event": str(event.uuid), "visitor_id": event.visitor_id})
