@@ -19,7 +19,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def page(supalytics_receiver_server, monkeypatch):
+def page(live_server, monkeypatch):
     if not Path(CHROMIUM).exists():
         if os.environ.get("SUPALYTICS_REQUIRE_SERVICES") == "1":
             pytest.fail("Chromium is not installed (apt-get install chromium)")
@@ -42,7 +42,7 @@ def page(supalytics_receiver_server, monkeypatch):
                 "--disable-sync",
             ],
         )
-        context = browser.new_context(base_url=supalytics_receiver_server)
+        context = browser.new_context(base_url=live_server.url)
         yield context.new_page()
         browser.close()
         # The test ran in Playwright's greenlet, whose context has its own connection.
