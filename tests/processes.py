@@ -109,11 +109,9 @@ def start_worker_process(endpoint: str, concurrency: int = 2, **env: str) -> Chi
     return worker.start(lambda: "ready." in worker.output())
 
 
-def start_receiver_process(port: int, *args: str, **env: str) -> ChildProcess:
-    """The mock receiver served by ``manage.py supalytics_receiver`` on ``port``."""
-    receiver = ChildProcess(
-        [str(ROOT / "manage.py"), "supalytics_receiver", "--port", str(port), *args], env=env
-    )
+def start_server_process(argv: list[str], port: int, **env: str) -> ChildProcess:
+    """A server of this project (``argv`` for python) that is ready once ``port`` listens."""
+    server = ChildProcess(argv, env=env)
 
     def listening() -> bool:
         try:
@@ -122,4 +120,10 @@ def start_receiver_process(port: int, *args: str, **env: str) -> ChildProcess:
         except OSError:
             return False
 
-    return receiver.start(listening)
+    return server.start(listening)
+
+
+def start_receiver_process(port: int, *args: str, **env: str) -> ChildProcess:
+    """The mock receiver served by ``manage.py supalytics_receiver`` on ``port``."""
+    argv = [str(ROOT / "manage.py"), "supalytics_receiver", "--port", str(port), *args]
+    return start_server_process(argv, port, **env)

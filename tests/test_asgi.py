@@ -1,30 +1,24 @@
 """An async view under a real ASGI server (uvicorn), delivered by a real worker."""
 
-import socket
-
 import pytest
 import requests
 from asgiref.sync import async_to_sync
 
 from django_supalytics.models import OutboxEvent
-from tests.processes import ChildProcess, free_port, start_worker_process, wait_for
+from tests.processes import (
+    ChildProcess,
+    free_port,
+    start_server_process,
+    start_worker_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def start_asgi_server(port: int) -> ChildProcess:
-    server = ChildProcess(
-        ["-m", "uvicorn", "testproject.asgi:application", "--port", str(port), "--lifespan=off"]
-    )
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    return server.start(listening)
+    argv = ["-m", "uvicorn", "testproject.asgi:application", "--port", str(port), "--lifespan=off"]
+    return start_server_process(argv, port)
 
 
 def test_atrack_in_an_async_view_is_delivered_and_a_rolled_back_one_is_not(
