@@ -208,3 +208,64 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             id="supalytics.W003",
         )
     ]
+
+
+DELIVERY_BACKENDS = ("celery", "django_tasks", "none")
+
+
+@register(Tags.compatibility)
+def check_delivery_backend(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    backend = conf.DELIVERY_BACKEND
+    if backend not in DELIVERY_BACKENDS:
+        return [
+            Error(
+                f"SUPALYTICS['DELIVERY_BACKEND'] is {backend!r}; it must be one of "
+                f"{', '.join(map(repr, DELIVERY_BACKENDS))}.",
+                id="supalytics.E016",
+            )
+        ]
+    if backend == "django_tasks":
+        return _check_tasks_framework()
+    if backend == "celery":
+        from celery import current_app
+
+        if current_app.main in (None, "default"):
+            return [
+                Warning(
+                    "DELIVERY_BACKEND is 'celery', but no Celery app is configured: "
+                    "deliveries would go to Celery's default app and broker.",
+                    hint="Define a Celery app that reads Django's settings and calls "
+                    "autodiscover_tasks(), or choose DELIVERY_BACKEND 'django_tasks' or 'none'.",
+                    id="supalytics.W005",
+                )
+            ]
+    return []
+
+
+def _check_tasks_framework() -> list[CheckMessage]:
+    from importlib.util import find_spec
+
+    if find_spec("django.tasks") is None and find_spec("django_tasks") is None:
+        return [
+            Error(
+                "DELIVERY_BACKEND is 'django_tasks', but Django's Tasks framework is not "
+                "available (it comes with Django 6.0).",
+                hint="Upgrade to Django 6.0+, or on Django 5.2 pip install django-tasks "
+                "(the backport) and add 'django_tasks' to INSTALLED_APPS.",
+                id="supalytics.E017",
+            )
+        ]
+    try:
+        from .tasks_framework import deliver_events
+
+        deliver_events.get_backend()
+    except Exception as exc:
+        return [
+            Error(
+                f"DELIVERY_BACKEND is 'django_tasks', but the TASKS backend cannot be "
+                f"loaded: {exc}",
+                hint="Configure settings.TASKS, e.g. django-tasks-db's DatabaseBackend.",
+                id="supalytics.E018",
+            )
+        ]
+    return []

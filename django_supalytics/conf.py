@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "PURGE_BATCH_SIZE": 1000,
     "TASK_QUEUE": None,
     "ENQUEUE": "background",
+    "DELIVERY_BACKEND": "celery",
     "COOKIE_NAME": "supalytics_vid",
     "HEADER_NAME": "X-Supalytics-Visitor-Id",
     "SOURCE_ORDER": ("header", "cookie"),
@@ -138,6 +139,10 @@ class Settings:
     @property
     def ENQUEUE(self) -> str:
         return str(self._get("ENQUEUE"))
+
+    @property
+    def DELIVERY_BACKEND(self) -> str:
+        return str(self._get("DELIVERY_BACKEND"))
 
     @property
     def COOKIE_NAME(self) -> str:

@@ -311,6 +311,14 @@ def deliver_many(event_ids: list[int], sleep: Callable[[float], None] = time.sle
     return results
 
 
+def count_outcomes(results: list[Result]) -> dict[str, int]:
+    """``{"sent": n, "retry": n, ...}``: what a task reports."""
+    outcomes: dict[str, int] = {}
+    for result in results:
+        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+    return outcomes
+
+
 def deliver_due(limit: int, sleep: Callable[[float], None] = time.sleep) -> list[Result]:
     """Claim up to ``limit`` due rows, oldest first, in batches, and send them."""
     results: list[Result] = []

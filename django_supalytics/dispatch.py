@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 
 from .conf import conf
+
+if TYPE_CHECKING:
+    from .delivery import Result
 
 logger = logging.getLogger("django_supalytics")
 
@@ -50,18 +54,55 @@ def apply_task(task: Any, args: tuple[Any, ...], countdown: float | None = None)
 
 
 def publish(event_ids: list[int], countdown: float | None = None) -> bool:
-    """Enqueue delivery of ``event_ids`` in messages of up to ``BATCH_SIZE``."""
-    from .tasks import deliver_event, deliver_events
-
+    """Enqueue delivery of ``event_ids`` in messages of up to ``BATCH_SIZE``, on the
+    ``DELIVERY_BACKEND``; True if every message went out. Never raises."""
+    backend = conf.DELIVERY_BACKEND
+    if backend == "none":
+        return False  # rows wait for supalytics_drain
     size = conf.BATCH_SIZE
     ok = True
     for start in range(0, len(event_ids), size):
         chunk = event_ids[start : start + size]
-        if len(chunk) == 1:
-            ok &= apply_task(deliver_event, (chunk[0],), countdown)
+        if backend == "django_tasks":
+            ok &= _enqueue_django_task(chunk, countdown)
         else:
-            ok &= apply_task(deliver_events, (chunk,), countdown)
+            ok &= _publish_celery(chunk, countdown)
     return ok
+
+
+def _publish_celery(chunk: list[int], countdown: float | None) -> bool:
+    from .tasks import deliver_event, deliver_events
+
+    if len(chunk) == 1:
+        return apply_task(deliver_event, (chunk[0],), countdown)
+    return apply_task(deliver_events, (chunk,), countdown)
+
+
+def _enqueue_django_task(chunk: list[int], countdown: float | None) -> bool:
+    try:
+        from .tasks_framework import enqueue
+
+        return enqueue(chunk, countdown)
+    except Exception:
+        logger.warning(
+            "supalytics: could not enqueue deliver_events%r; supalytics_drain will send it",
+            (chunk,),
+            exc_info=True,
+        )
+        return False
+
+
+def requeue(results: list[Result]) -> None:
+    """Enqueue again what is due again soon; longer waits are left to the sweeper, so that no
+    countdown comes near a broker's visibility timeout."""
+    by_wait: dict[float, list[int]] = {}
+    for result in results:
+        if result.retry_in is not None and result.retry_in <= conf.MAX_COUNTDOWN:
+            # Rounded up, so that the message never arrives before the row is due.
+            wait = math.ceil(result.retry_in * 10) / 10 + 0.05
+            by_wait.setdefault(wait, []).append(result.event_id)
+    for wait, ids in by_wait.items():
+        publish(ids, countdown=wait)
 
 
 class Publisher:
@@ -76,9 +117,12 @@ class Publisher:
         self._pid = 0
 
     def submit(self, event_ids: list[int]) -> None:
-        if not event_ids:
+        backend = conf.DELIVERY_BACKEND
+        if not event_ids or backend == "none":
             return
-        if conf.ENQUEUE == "inline" or _celery_is_eager():
+        # Django's Tasks framework enqueues in the database, or runs the task at once: no
+        # broker round trip to keep off the committing thread.
+        if conf.ENQUEUE == "inline" or backend == "django_tasks" or _celery_is_eager():
             publish(event_ids)
             return
         with self._lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +11,7 @@ from django.db import InterfaceError, OperationalError
 
 from . import delivery
 from .conf import conf
-from .dispatch import apply_task, publish
+from .dispatch import apply_task, publish, requeue
 
 logger = logging.getLogger("django_supalytics")
 
@@ -59,24 +58,11 @@ def enqueue(event_id: int, countdown: float | None = None) -> bool:
     return apply_task(deliver_event, (event_id,), countdown)
 
 
-def _requeue(results: list[delivery.Result]) -> None:
-    """Re-enqueue what is due again soon; longer waits are left to the sweeper, so that no
-    countdown comes near a broker's visibility timeout."""
-    by_wait: dict[float, list[int]] = {}
-    for result in results:
-        if result.retry_in is not None and result.retry_in <= conf.MAX_COUNTDOWN:
-            # Rounded up, so that the message never arrives before the row is due.
-            wait = math.ceil(result.retry_in * 10) / 10 + 0.05
-            by_wait.setdefault(wait, []).append(result.event_id)
-    for wait, ids in by_wait.items():
-        publish(ids, countdown=wait)
-
-
 @shared_task(name="django_supalytics.tasks.deliver_event", **_DELIVERY_TASK)
 def deliver_event(event_id: int) -> str:
     """Deliver one outbox row, if it is due and no other worker holds it."""
     result = delivery.deliver(event_id)
-    _requeue([result])
+    requeue([result])
     return result.outcome
 
 
@@ -84,11 +70,8 @@ def deliver_event(event_id: int) -> str:
 def deliver_events(event_ids: list[int]) -> dict[str, int]:
     """Deliver the given outbox rows (those due and free), oldest first, claimed at once."""
     results = delivery.deliver_many(list(event_ids))
-    _requeue(results)
-    outcomes: dict[str, int] = {}
-    for result in results:
-        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
-    return outcomes
+    requeue(results)
+    return delivery.count_outcomes(results)
 
 
 @shared_task(name="django_supalytics.tasks.sweep_outbox", ignore_result=True)

@@ -5,6 +5,7 @@ fallback to SQLite and in-process stand-ins. URLs can be given with SUPALYTICS_T
 and SUPALYTICS_TEST_REDIS_URL.
 """
 
+import importlib.util
 import json
 import os
 import socket
@@ -123,3 +124,10 @@ if os.environ.get("SUPALYTICS_TEST_BROKER_URL"):
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 TEST_ARTIFACTS = BASE_DIR / "test-artifacts"
+
+# Django's Tasks framework, for DELIVERY_BACKEND = "django_tasks": built into Django 6.0+, the
+# django-tasks backport on 5.2; django-tasks-db's DatabaseBackend and its db_worker.
+if importlib.util.find_spec("django.tasks") is None:
+    INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks"]  # noqa: F405
+INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

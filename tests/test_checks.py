@@ -171,3 +171,38 @@ def test_w003_not_raised_for_other_databases(settings):
     postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
     with mock.patch.dict(settings.DATABASES, {"default": postgres}):
         assert "supalytics.W003" not in {m.id for m in run_checks()}
+
+
+def test_e016_unknown_delivery_backend():
+    assert ids(DELIVERY_BACKEND="rq") == {"supalytics.E016"}
+
+
+@pytest.mark.parametrize("backend", ["celery", "django_tasks", "none"])
+def test_every_delivery_backend_passes_when_it_can_work(backend):
+    assert ids(DELIVERY_BACKEND=backend) == set()
+
+
+def test_e017_tasks_framework_missing():
+    from importlib.util import find_spec
+
+    def without_tasks(name, *args):
+        return None if name in ("django.tasks", "django_tasks") else find_spec(name, *args)
+
+    with mock.patch("importlib.util.find_spec", without_tasks):
+        assert ids(DELIVERY_BACKEND="django_tasks") == {"supalytics.E017"}
+
+
+def test_e018_tasks_backend_that_cannot_be_loaded(settings):
+    from django_supalytics.checks import check_delivery_backend
+
+    # The framework's own checks raise on such a TASKS; ours explains it.
+    settings.TASKS = {"default": {"BACKEND": "no.such.Backend"}}
+    settings.SUPALYTICS = {**BASE, "DELIVERY_BACKEND": "django_tasks"}
+    assert [m.id for m in check_delivery_backend()] == ["supalytics.E018"]
+
+
+def test_w005_celery_without_an_app():
+    from celery import Celery
+
+    with mock.patch("celery.current_app", Celery(set_as_current=False)):
+        assert ids(DELIVERY_BACKEND="celery") == {"supalytics.W005"}

@@ -1,0 +1,60 @@
+"""Delivery through Django's Tasks framework: ``SUPALYTICS["DELIVERY_BACKEND"] = "django_tasks"``.
+
+The task runs on the project's ``TASKS`` backend (``django.tasks`` on Django 6.0+, the
+``django-tasks`` backport on 5.2), for example django-tasks-db's ``DatabaseBackend`` and its
+``db_worker``: a deployment with no broker at all. The framework has no retry API, so retries,
+backoff and the rate limit stay in the outbox, as with Celery: a task only says "look at these
+rows". Waits are deferred with ``run_after`` when the backend ``supports_defer``; otherwise, and
+for lost tasks, the periodic ``supalytics_drain`` is the net. Imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from . import delivery
+from .conf import conf
+
+try:
+    from django.tasks import task  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # Django 5.2: the django-tasks backport
+    from django_tasks import task  # type: ignore[no-redef, unused-ignore]
+
+logger = logging.getLogger("django_supalytics")
+
+#: A task that met a transient database error is enqueued again this many seconds later.
+TRANSIENT_RETRY_DELAY = 2.0
+
+
+@task()
+def deliver_events(event_ids: list[int]) -> dict[str, int]:
+    """Deliver the given outbox rows (those due and free), oldest first."""
+    from .dispatch import publish, requeue
+
+    try:
+        results = delivery.deliver_many([int(pk) for pk in event_ids])
+    except (OperationalError, InterfaceError):
+        logger.warning("supalytics: delivery task failed; enqueued again", exc_info=True)
+        publish(list(event_ids), countdown=TRANSIENT_RETRY_DELAY)
+        return {"retried": len(event_ids)}
+    requeue(results)
+    return delivery.count_outcomes(results)
+
+
+def enqueue(event_ids: list[int], countdown: float | None = None) -> bool:
+    """Enqueue ``deliver_events``; a wait needs a backend that ``supports_defer``."""
+    options: dict[str, Any] = {}
+    if conf.TASK_QUEUE:
+        options["queue_name"] = conf.TASK_QUEUE
+    if countdown:
+        if not deliver_events.get_backend().supports_defer:
+            return False  # left to supalytics_drain: enqueuing now would only bounce
+        options["run_after"] = timezone.now() + timedelta(seconds=countdown)
+    task_ = deliver_events.using(**options) if options else deliver_events
+    task_.enqueue(event_ids)
+    return True

@@ -1,0 +1,100 @@
+"""SUPALYTICS["DELIVERY_BACKEND"]: Celery (default), Django's Tasks framework, or none."""
+
+import logging
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from django_supalytics import track
+from django_supalytics.dispatch import publisher
+from django_supalytics.models import OutboxEvent
+from tests.processes import ChildProcess, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def backend(settings):
+    def choose(name, **extra):
+        settings.SUPALYTICS = {**settings.SUPALYTICS, "DELIVERY_BACKEND": name, **extra}
+
+    return choose
+
+
+def test_none_hands_nothing_to_any_queue_and_drain_sends(backend, endpoint, published, caplog):
+    backend("none", ENQUEUE="background")
+    with caplog.at_level(logging.WARNING, logger="django_supalytics"), transaction.atomic():
+        event = track("cron_only")
+    assert publisher.flush()
+    assert not published.called
+    assert not caplog.records  # no broker tried, no traceback logged
+    assert OutboxEvent.objects.get(pk=event.pk).status == "pending"
+    call_command("supalytics_drain", verbosity=0)
+    assert OutboxEvent.objects.get(pk=event.pk).status == "sent"
+    assert len(endpoint.requests) == 1
+
+
+def test_django_tasks_delivers_on_commit_with_the_immediate_backend(
+    backend, endpoint, published, settings
+):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    backend("django_tasks")
+    with transaction.atomic():
+        event = track("via_tasks")
+        assert not endpoint.requests  # nothing before the commit
+    assert OutboxEvent.objects.get(pk=event.pk).status == "sent"
+    assert not published.called  # Celery was never asked
+    assert [r.headers["Idempotency-Key"] for r in endpoint.requests] == [str(event.uuid)]
+
+
+def test_django_tasks_rolled_back_enqueues_nothing(backend, endpoint):
+    backend("django_tasks")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        track("rolled_back")
+        raise RuntimeError
+    from django_tasks_db.models import DBTaskResult
+
+    assert not DBTaskResult.objects.exists()
+    assert not endpoint.requests
+
+
+def test_django_tasks_defers_a_retry_with_run_after(backend, endpoint):
+    from tests.httpserver import Answer
+
+    endpoint.script(Answer(503, {"error": "down"}))
+    backend("django_tasks")
+    from django_tasks_db.models import DBTaskResult
+
+    with transaction.atomic():
+        event = track("retried")
+    [first] = DBTaskResult.objects.all()
+    from django_supalytics.tasks_framework import deliver_events
+
+    deliver_events.call([event.pk])  # what a worker runs
+    row = OutboxEvent.objects.get(pk=event.pk)
+    assert (row.status, row.attempts) == ("pending", 1)
+    retry = DBTaskResult.objects.exclude(pk=first.pk).get()
+    assert retry.run_after is not None and retry.run_after >= row.next_attempt_at
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_real_db_worker_delivers_on_postgresql(backend, supalytics_receiver, processes):
+    """django-tasks-db's db_worker, a real process, with no broker at all."""
+    backend("django_tasks")
+    worker = ChildProcess(
+        ["manage.py", "db_worker", "--interval", "0.2", "--no-startup-delay", "--no-reload"],
+        env={
+            "SUPALYTICS_ENDPOINT": supalytics_receiver.url,
+            "SUPALYTICS_TEST_OVERRIDES": '{"DELIVERY_BACKEND": "django_tasks"}',
+            "SUPALYTICS_TEST_BROKER_URL": "memory://",
+        },
+    )
+    processes.append(worker.start(lambda: True))
+    with transaction.atomic():
+        events = [track(f"db_worker_{i}", metadata={"i": i}) for i in range(5)]
+    wait_for(lambda: supalytics_receiver.events().count() == 5, timeout=60)
+    received = set(supalytics_receiver.events().values_list("idempotency_key", flat=True))
+    assert received == {str(e.uuid) for e in events}
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"sent"}
