@@ -1,6 +1,7 @@
 """SUPALYTICS["DELIVERY_BACKEND"]: Celery (default), Django's Tasks framework, or none."""
 
 import logging
+from importlib.util import find_spec
 
 import pytest
 from django.core.management import call_command
@@ -38,7 +39,8 @@ def test_none_hands_nothing_to_any_queue_and_drain_sends(backend, endpoint, publ
 def test_django_tasks_delivers_on_commit_with_the_immediate_backend(
     backend, endpoint, published, settings
 ):
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    framework = "django.tasks" if find_spec("django.tasks") else "django_tasks"
+    settings.TASKS = {"default": {"BACKEND": f"{framework}.backends.immediate.ImmediateBackend"}}
     backend("django_tasks")
     with transaction.atomic():
         event = track("via_tasks")
