@@ -1,5 +1,6 @@
 """The README's examples, run as printed, the way a user runs them."""
 
+import io
 import re
 import textwrap
 
@@ -179,3 +180,32 @@ def test_every_documented_command_option_exists():
         known = {option for action in parser._actions for option in action.option_strings}
         documented = set(re.findall(r"--[a-z][a-z-]*", usage))
         assert documented <= known, f"{command}: {documented - known} not in its parser"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runbook_commands_run(endpoint, published):
+    """Every ``python manage.py`` line of docs/production.md's runbook, on rows in each state."""
+    import shlex
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from django_supalytics import track
+    from django_supalytics.models import OutboxEvent
+
+    for status in ("pending", "sending", "sent", "failed"):
+        event = track(f"runbook_{status}")
+        old = timezone.now() - timedelta(days=30)
+        OutboxEvent.objects.filter(pk=event.pk).update(
+            status=status, created_at=old, sent_at=old, failed_at=old
+        )
+    text = (ROOT / "docs" / "production.md").read_text()
+    runbook = text[text.index("## Runbook") :]
+    lines = re.findall(r"^python manage\.py (.+)$", runbook, re.M)
+    assert len(lines) >= 5
+    for line in lines:
+        name, *args = shlex.split(line.split("  #")[0])
+        call_command(name, *args, stdout=io.StringIO(), stderr=io.StringIO())
+    assert not OutboxEvent.objects.filter(name="runbook_failed").exists()  # purged
+    assert [r.json["name"] for r in endpoint.requests] == ["runbook_pending", "setup_check"]
