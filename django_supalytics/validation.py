@@ -27,6 +27,22 @@ BODY_MAX_BYTES = 16 * 1024
 ALLOWED_FIELDS = frozenset({"name", "visitor_id", "metadata"})
 
 
+def _text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent as JSON text, or None.
+
+    NUL is refused by PostgreSQL's ``jsonb`` and text columns; a lone surrogate cannot be
+    encoded as UTF-8 at all. Both would fail later (in the caller's transaction, or at the
+    receiver), so they are refused here, where the error can name the field.
+    """
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
 def validate_name(name: object) -> str:
     if not isinstance(name, str):
         raise InvalidEvent("name", f"must be a string, not {type(name).__name__}")
@@ -69,6 +85,9 @@ def _value_length(value: MetadataValue) -> int:
     # A number or boolean counts by the length of its JSON text ("true", "29", "1.5").
     if isinstance(value, str):
         return len(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
+        # Over 300 digits, and too long for Python to turn into text without a limit.
+        return METADATA_VALUE_MAX_LENGTH + 1
     return len(json.dumps(value))
 
 
@@ -84,6 +103,9 @@ def validate_metadata(metadata: object) -> Metadata:
     for key, value in metadata.items():
         if not isinstance(key, str) or not key:
             raise InvalidEvent("metadata", f"key {key!r} must be a non-empty string")
+        problem = _text_problem(key)
+        if problem:
+            raise InvalidEvent("metadata", f"key {key[:20]!a}... {problem}")
         if len(key) > METADATA_KEY_MAX_LENGTH:
             raise InvalidEvent(
                 "metadata",
@@ -94,6 +116,8 @@ def validate_metadata(metadata: object) -> Metadata:
                 "metadata",
                 f"value of {key!r} must be a string, number or boolean, not {type(value).__name__}",
             )
+        if isinstance(value, str) and (problem := _text_problem(value)):
+            raise InvalidEvent("metadata", f"value of {key!r} {problem}")
         if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
             raise InvalidEvent("metadata", f"value of {key!r} must be a finite number")
         length = _value_length(value)
