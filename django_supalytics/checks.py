@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .client import api_key_problem
 from .conf import DEFAULTS, conf
 
 PER_PROCESS_CACHES = (
@@ -80,10 +81,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     key = conf.API_KEY
-    if key is not None and (not isinstance(key, str) or not key.strip() or key != key.strip()):
+    raw_key = raw.get("API_KEY")
+    problem = api_key_problem(key if raw_key is None or key else raw_key)
+    if (raw_key is not None or key) and problem:
         errors.append(
             Error(
-                "SUPALYTICS['API_KEY'] must be a non-empty string without surrounding spaces.",
+                f"{problem}.",
+                hint="A key is printable ASCII without spaces; surrounding whitespace (a "
+                "secret file's trailing newline) is stripped.",
                 id="supalytics.E005",
             )
         )

@@ -55,9 +55,19 @@ def test_e004_bad_numbers(name, value):
     assert ids(**{name: value}) == {"supalytics.E004"}
 
 
-@pytest.mark.parametrize("key", [" sly_x", "", 42])
+@pytest.mark.parametrize("key", ["", "   ", 42, "sly\nx", "sly x", "sly_\u043a\u043b"])
 def test_e005_malformed_key(key):
     assert ids(API_KEY=key) == {"supalytics.E005"}
+
+
+def test_e005_never_quotes_the_key():
+    with override_settings(SUPALYTICS={**BASE, "API_KEY": "sly_secret\nkey"}):
+        messages = [m for m in run_checks() if m.id == "supalytics.E005"]
+    assert messages and all("sly_secret" not in str(m) for m in messages)
+
+
+def test_surrounding_whitespace_of_a_key_is_not_an_error():
+    assert ids(API_KEY=" sly_x\n") == set()
 
 
 def test_w001_no_key(monkeypatch):

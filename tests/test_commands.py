@@ -72,6 +72,19 @@ def test_send_now_refused_exits_1(endpoint):
     assert "invalid_api_key" in str(error)
 
 
+def test_send_now_and_status_never_show_an_unusable_key(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": "sly_secret_key\n\nX-Evil: 1"}
+    error = fails("supalytics_send", "setup_check", "--now")
+    assert error.returncode == 1
+    assert "API_KEY contains a newline" in str(error)
+    assert "sly_secret" not in str(error)
+    status = run("supalytics_status") + run("supalytics_status", "--json")
+    assert "API_KEY contains a newline" in status
+    assert "sly_secret" not in status
+    assert OutboxEvent.objects.get().status == "pending"
+    assert not endpoint.requests
+
+
 @pytest.mark.parametrize(
     "args",
     [
