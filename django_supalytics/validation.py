@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
+from django.core.exceptions import ValidationError
+
 from .exceptions import InvalidEvent
 
 MetadataValue: TypeAlias = str | int | float | bool
@@ -79,6 +81,14 @@ def validate_visitor_id(visitor_id: object) -> str:
     if not is_valid_visitor_id(visitor_id):
         raise InvalidEvent("visitor_id", "may hold only printable ASCII characters without spaces")
     return visitor_id
+
+
+def visitor_id_validator(value: object) -> None:
+    """A model field validator: the visitor ID rules, as a ``ValidationError``."""
+    try:
+        validate_visitor_id(value)
+    except InvalidEvent as exc:
+        raise ValidationError(f"A visitor ID {exc.message}.", code="invalid_visitor_id") from None
 
 
 def _value_length(value: MetadataValue) -> int:

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from django_supalytics import stats, track
 from django_supalytics.chart import hourly_svg
-from django_supalytics.models import OutboxEvent
+from django_supalytics.models import OutboxEvent, VisitorIdentity
 from django_supalytics.receiver.models import ReceivedEvent
 
 pytestmark = pytest.mark.django_db
@@ -158,3 +158,25 @@ def test_hourly_buckets_and_svg():
     assert sum(d for _, d, _ in rows) == 3  # the one 30 hours ago is out of range
     svg = str(hourly_svg(rows))
     assert svg.count("<rect") == 48 and "peak 2/h" in svg
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "caf\u00e9", "<b>\x00"])
+def test_visitor_identity_admin_refuses_an_invalid_id(admin_client, django_user_model, bad):
+    user = django_user_model.objects.create(username="someone")
+    url = reverse("admin:django_supalytics_visitoridentity_add")
+    response = admin_client.post(url, {"user": user.pk, "visitor_id": bad})
+    assert response.status_code == 200  # the form again, with its error
+    assert not VisitorIdentity.objects.exists()
+    response = admin_client.post(url, {"user": user.pk, "visitor_id": "v-valid"})
+    assert response.status_code == 302
+    assert VisitorIdentity.objects.get().visitor_id == "v-valid"
+
+
+def test_visitor_identity_model_validation_refuses_an_invalid_id(django_user_model):
+    from django.core.exceptions import ValidationError
+
+    user = django_user_model.objects.create(username="u")
+    identity = VisitorIdentity(user=user, visitor_id="a b")
+    with pytest.raises(ValidationError) as info:
+        identity.full_clean()
+    assert "visitor_id" in info.value.message_dict
