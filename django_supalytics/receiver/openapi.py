@@ -23,6 +23,8 @@ ERROR_CODES = [
     "unknown_field",
     "rate_limited",
     "method_not_allowed",
+    "invalid_content_length",
+    "invalid_idempotency_key",
 ]
 
 _RATE_HEADERS = {
@@ -106,7 +108,7 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 255},
+                            "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},
                         }
                     ],
                     "requestBody": {
@@ -128,7 +130,9 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _error_response("invalid JSON, field or unknown field"),
+                        "400": _error_response(
+                            "invalid JSON, field, unknown field, Content-Length or Idempotency-Key"
+                        ),
                         "401": _error_response("missing or unknown API key"),
                         "405": _error_response("method not allowed"),
                         "413": _error_response("body over 16 KiB"),
