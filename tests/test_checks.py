@@ -49,6 +49,12 @@ def test_e003_bad_endpoint(endpoint):
         ("READ_TIMEOUT", -1),
         ("BATCH_SIZE", True),
         ("LEASE_SECONDS", None),
+        ("RATE_LIMIT", float("nan")),
+        ("RATE_LIMIT", float("inf")),
+        ("READ_TIMEOUT", float("nan")),
+        ("RETENTION_DAYS", float("nan")),
+        ("RETENTION_DAYS", float("inf")),
+        ("BACKOFF_MAX", float("inf")),
     ],
 )
 def test_e004_bad_numbers(name, value):
@@ -118,10 +124,45 @@ def test_e009_user_field(field):
     assert ids(USER_FIELD=field) == expected
 
 
-def test_e009_user_field_too_short():
-    assert ids(USER_FIELD="username") == set()  # 150 chars: long enough
-    assert ids(USER_FIELD="password") == set()  # 128: exactly enough
-    assert ids(USER_FIELD="is_staff") == set()  # no max_length to compare
+def test_e009_user_field_too_short(settings):
+    assert ids(USER_FIELD="last_name") == set()  # 150 chars: long enough
+    assert ids(USER_FIELD="first_name") == set()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "password",
+        "username",
+        "email",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        "last_login",
+        "date_joined",
+        "id",
+        "groups",
+        "user_permissions",
+    ],
+)
+def test_e011_user_field_must_be_a_spare_text_field(field):
+    assert ids(USER_FIELD=field) == {"supalytics.E011"}
+
+
+@pytest.mark.parametrize(
+    "name", ["X Vid", "</script><script>alert(1)</script>", "X-Vid\n", "", "X:Vid", 42, "é"]
+)
+def test_e012_header_name_must_be_an_http_token(name):
+    assert ids(HEADER_NAME=name) == {"supalytics.E012"}
+
+
+@pytest.mark.parametrize("name", ["a b", "vid;x", "", "v=1", None])
+def test_e013_cookie_name_must_be_an_http_token(name):
+    assert ids(COOKIE_NAME=name) == {"supalytics.E013"}
+
+
+def test_e012_e013_accept_tokens():
+    assert ids(HEADER_NAME="X-Visitor_Id.2", COOKIE_NAME="_vid") == set()
 
 
 def test_e010_middleware_before_authentication(settings):
