@@ -27,6 +27,10 @@ ERROR_CODES = [
     "invalid_idempotency_key",
 ]
 
+#: Text without NUL (``jsonb`` refuses it); lone surrogates are refused too, but JSON Schema
+#: cannot say so.
+_NO_NUL = "^[^\\u0000]*$"
+
 _RATE_HEADERS = {
     name: {"schema": {"type": "integer"}, "description": text}
     for name, text in [
@@ -69,10 +73,15 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                             "propertyNames": {
                                 "minLength": 1,
                                 "maxLength": METADATA_KEY_MAX_LENGTH,
+                                "pattern": _NO_NUL,
                             },
                             "additionalProperties": {
                                 "oneOf": [
-                                    {"type": "string", "maxLength": METADATA_VALUE_MAX_LENGTH},
+                                    {
+                                        "type": "string",
+                                        "maxLength": METADATA_VALUE_MAX_LENGTH,
+                                        "pattern": _NO_NUL,
+                                    },
                                     {"type": "number"},
                                     {"type": "boolean"},
                                 ]
@@ -108,7 +117,7 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},
+                            "schema": {"type": "string", "pattern": "^[ -~]{0,255}$"},
                         }
                     ],
                     "requestBody": {
