@@ -74,6 +74,35 @@ def test_malformed_content_length_is_400_not_500(base, length):
     assert not ReceivedEvent.objects.exists()
 
 
+def test_an_enormous_content_length_is_413(base):
+    answer, _ = raw_request(base, head(b"9" * 5000), b'{"name": "x"}')
+    status, body = status_and_body(answer)
+    assert status == 413
+    assert body["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"name": "x", "metadata": {"plan": "pro\\u0000"}}', "invalid_metadata"),
+        (b'{"name": "x", "metadata": {"p\\u0000": "pro"}}', "invalid_metadata"),
+        (b'{"name": "x", "metadata": {"plan": "\\ud800"}}', "invalid_metadata"),
+        (b'{"name": "x", "metadata": {"\\udfff": 1}}', "invalid_metadata"),
+        (b'{"name": "x\\u0000"}', "invalid_name"),
+        (b'{"name": "x", "visitor_id": "v\\u0000"}', "invalid_visitor_id"),
+        (b'{"name": "x", "visitor_id": "\\ud800"}', "invalid_visitor_id"),
+    ],
+)
+def test_nul_and_lone_surrogates_are_refused_and_the_list_still_works(
+    base, supalytics_receiver, admin_client, body, code
+):
+    response = post(f"{base}/v1/events", data=body)
+    assert_error(response, 400, code)
+    assert not supalytics_receiver.events().exists()
+    assert requests.get(f"{base}/v1/_control/events", timeout=10).status_code == 200
+    assert admin_client.get("/admin/supalytics_receiver/receivedevent/").status_code == 200
+
+
 @pytest.mark.parametrize("key", [KEY, None])
 def test_an_oversized_body_is_refused_without_being_read(base, key):
     # 64 MiB declared, 4 KiB sent: the answer comes at once, and the server closes the
