@@ -72,6 +72,22 @@ def test_detail_shows_the_payload_and_never_the_key(admin_client, settings):
     assert settings.SUPALYTICS["API_KEY"] not in html
 
 
+def test_an_unusable_key_never_shows_in_the_admin(admin_client, settings, published):
+    from django_supalytics import delivery
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": "sly_secret_value\nX-Evil: 1"}
+    event = track("shown")
+    delivery.deliver(event.pk)
+    pages = [
+        admin_client.get(reverse(CHANGELIST)).content.decode(),
+        admin_client.get(
+            reverse("admin:django_supalytics_outboxevent_change", args=[event.pk])
+        ).content.decode(),
+    ]
+    assert "API_KEY contains a newline" in pages[1]
+    assert all("sly_secret_value" not in page for page in pages)
+
+
 def test_retry_now_requeues_failed_events(
     admin_client, published, django_capture_on_commit_callbacks
 ):
