@@ -197,3 +197,18 @@ def test_receiver_checks_shape_and_cache():
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
     ):
         assert "supalytics.W102" in {m.id for m in run_checks()}
+
+
+def test_every_check_id_is_documented():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    source = "".join(
+        (root / "django_supalytics" / name).read_text()
+        for name in ("checks.py", "receiver/checks.py")
+    )
+    ids_in_code = set(re.findall(r"supalytics\.[EW]\d{3}", source))
+    documented = set(re.findall(r"supalytics\.[EW]\d{3}", (root / "docs/settings.md").read_text()))
+    assert {"supalytics.E011", "supalytics.E012", "supalytics.E013"} <= ids_in_code
+    assert ids_in_code <= documented
