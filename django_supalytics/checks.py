@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .client import api_key_problem
 from .conf import DEFAULTS, conf
 
 PER_PROCESS_CACHES = (
@@ -30,6 +33,12 @@ NUMBERS = {
     "RETENTION_DAYS": 0.0,
     "PURGE_BATCH_SIZE": 1,
 }
+#: An HTTP token (RFC 9110, section 5.6.2): what a header or cookie name may be made of.
+HTTP_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Field names that hold secrets or account data, never a visitor ID or metadata to send.
+SENSITIVE_NAME_RE = re.compile(
+    r"password|passwd|secret|token|api_?key|salt|otp|^is_|^last_login$|^date_joined$", re.I
+)
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "testserver"}
 
 
@@ -72,7 +81,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     for name, minimum in NUMBERS.items():
         value = raw.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < minimum
+        ):
             errors.append(
                 Error(
                     f"SUPALYTICS['{name}'] must be a number of at least {minimum}, not {value!r}.",
@@ -80,10 +94,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     key = conf.API_KEY
-    if key is not None and (not isinstance(key, str) or not key.strip() or key != key.strip()):
+    raw_key = raw.get("API_KEY")
+    problem = api_key_problem(key if raw_key is None or key else raw_key)
+    if (raw_key is not None or key) and problem:
         errors.append(
             Error(
-                "SUPALYTICS['API_KEY'] must be a non-empty string without surrounding spaces.",
+                f"{problem}.",
+                hint="A key is printable ASCII without spaces; surrounding whitespace (a "
+                "secret file's trailing newline) is stripped.",
                 id="supalytics.E005",
             )
         )
@@ -133,7 +151,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors.extend(_check_user_field(raw.get("USER_FIELD")))
+    for name, check_id in (("HEADER_NAME", "supalytics.E012"), ("COOKIE_NAME", "supalytics.E013")):
+        value = raw.get(name, DEFAULTS[name])
+        if not isinstance(value, str) or not HTTP_TOKEN_RE.fullmatch(value):
+            errors.append(
+                Error(
+                    f"SUPALYTICS['{name}'] must be an HTTP token (letters, digits and "
+                    f"!#$%&'*+-.^_`|~), not {value!r}.",
+                    hint="It is sent by browsers, and the header name is written into a script.",
+                    id=check_id,
+                )
+            )
     return errors
+
+
+def sensitive_field(model: Any, name: str) -> bool:
+    """True for a field of ``model`` that holds a secret or account data."""
+    if SENSITIVE_NAME_RE.search(name):
+        return True
+    account = {
+        getattr(model, "USERNAME_FIELD", None),
+        getattr(model, "EMAIL_FIELD", None),
+        *getattr(model, "REQUIRED_FIELDS", ()),
+    }
+    return name in account
 
 
 def _check_user_field(field: Any) -> list[CheckMessage]:
@@ -151,6 +192,23 @@ def _check_user_field(field: Any) -> list[CheckMessage]:
                 f"SUPALYTICS['USER_FIELD'] is {field!r}, which is not a field of "
                 f"{model._meta.label}.",
                 id="supalytics.E009",
+            )
+        ]
+    from django.db import models
+
+    if (
+        model_field.is_relation
+        or not isinstance(model_field, models.CharField | models.TextField)
+        or getattr(model_field, "primary_key", False)
+        or sensitive_field(model, str(field))
+    ):
+        return [
+            Error(
+                f"SUPALYTICS['USER_FIELD'] is {field!r}: {model._meta.label}.{field} is not a "
+                "spare text field. The visitor ID would overwrite it, or be read from it.",
+                hint="Add a CharField(max_length=128, blank=True) for it, or leave USER_FIELD "
+                "unset to use VisitorIdentity.",
+                id="supalytics.E011",
             )
         ]
     max_length = getattr(model_field, "max_length", None)

@@ -132,6 +132,31 @@ def error_text(response: requests.Response) -> str:
     return str(message)[:ERROR_TEXT_MAX]
 
 
+def api_key_problem(api_key: object) -> str | None:
+    """Why ``api_key`` cannot go into an ``Authorization`` header, or None. Never quotes it.
+
+    Checked where the key is used (system checks do not run in Celery workers): a newline or
+    a non-latin-1 character would make ``requests`` raise with the whole header in its message.
+    """
+    if not isinstance(api_key, str):
+        return f"SUPALYTICS API_KEY must be a string, not {type(api_key).__name__}"
+    if not api_key:
+        return "SUPALYTICS API_KEY is empty"
+    if "\n" in api_key or "\r" in api_key:
+        return "SUPALYTICS API_KEY contains a newline"
+    if not all("!" <= ch <= "~" for ch in api_key):
+        return (
+            "SUPALYTICS API_KEY contains invalid characters "
+            "(only printable ASCII without spaces is allowed)"
+        )
+    return None
+
+
+def _scrub(text: str, api_key: str) -> str:
+    # Belt and braces: whatever a library put in its message, the key is not kept.
+    return text.replace(api_key, "[API key]") if len(api_key) >= 4 else text
+
+
 _local = threading.local()
 
 
@@ -148,7 +173,10 @@ def get_session() -> requests.Session:
 
 
 def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcome:
-    """POST one event; never raises for a network error or an error answer."""
+    """POST one event; never raises, and never puts the key in the outcome's error text."""
+    problem = api_key_problem(api_key)
+    if problem:
+        return Outcome(Kind.RETRY, None, f"not sent: {problem}")
     headers = {
         "Authorization": f"Bearer {api_key}",
         "Content-Type": "application/json",
@@ -165,8 +193,11 @@ def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> O
     except requests.Timeout as exc:
         return Outcome(Kind.RETRY, None, f"timeout: {type(exc).__name__}")
     except requests.RequestException as exc:
-        # The message names the host, never the headers, so the key cannot leak here.
-        return Outcome(Kind.RETRY, None, f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX])
+        text = _scrub(f"{type(exc).__name__}: {exc}", api_key)
+        return Outcome(Kind.RETRY, None, text[:ERROR_TEXT_MAX])
+    except Exception as exc:  # an encoding error, a bug in an adapter: never out of a worker
+        text = _scrub(f"{type(exc).__name__}: {exc}", api_key)
+        return Outcome(Kind.RETRY, None, text[:ERROR_TEXT_MAX])
     now = time.time()
     kind = classify(response.status_code)
     if kind is Kind.SENT:

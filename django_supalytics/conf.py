@@ -58,10 +58,13 @@ class Settings:
 
     @property
     def API_KEY(self) -> str | None:
+        """The key, without surrounding whitespace (a secret file's trailing newline)."""
         key = self._get("API_KEY")
         if key is None:
-            key = os.environ.get("SUPALYTICS_API_KEY") or None
-        return key  # type: ignore[no-any-return]
+            key = os.environ.get("SUPALYTICS_API_KEY")
+        if isinstance(key, str):
+            key = key.strip()
+        return key or None
 
     @property
     def ENDPOINT(self) -> str:

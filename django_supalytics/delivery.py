@@ -215,8 +215,17 @@ def send_batch(
         return []
     api_key = conf.API_KEY
     outcomes: list[Outcome | _Deferred]
-    if not conf.ENABLED or not api_key:
-        reason = "SUPALYTICS['ENABLED'] is False" if not conf.ENABLED else "no API key is set"
+    problem = client.api_key_problem(api_key) if api_key else None
+    if not conf.ENABLED or not api_key or problem:
+        if not conf.ENABLED:
+            reason = "SUPALYTICS['ENABLED'] is False"
+        elif not api_key:
+            reason = "no API key is set"
+        else:
+            # A misconfiguration, like no key: the rows wait (not failed, not retried in a
+            # loop of requests) until the key is fixed. The key itself is never written out.
+            reason = str(problem)
+            logger.error("supalytics: %s; %d event(s) not sent", reason, len(batch))
         outcomes = [_Deferred(None, f"not sent: {reason}")] * len(batch)
     else:
         stop: list[_Deferred] = []

@@ -1,13 +1,15 @@
-"""Signal handlers: link the visitor ID at login."""
+"""Signal handlers: link the visitor ID at login; forget it when the user is deleted."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
+from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
-from .identity import link_visitor
+from .identity import forget_user, link_visitor
 
 
 @receiver(user_logged_in, dispatch_uid="django_supalytics.link_on_login")
@@ -16,3 +18,8 @@ def link_on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if state is not None and state.visitor_id:
         link_visitor(user, state.visitor_id)
         state.mark_linked(user)
+
+
+@receiver(pre_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="django_supalytics.forget_user")
+def forget_on_user_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
+    forget_user(instance)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Model, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from .conf import conf
 from .models import OutboxEvent, VisitorIdentity
+from .validation import is_valid_visitor_id, validate_visitor_id
 
 logger = logging.getLogger("django_supalytics")
 
@@ -22,35 +26,50 @@ def _authenticated(user: Any) -> bool:
     return user is not None and bool(getattr(user, "is_authenticated", False)) and user.pk
 
 
+def _user_model(user: Any) -> type[Model]:
+    # ``_meta`` rather than ``type(user)``: ``request.user`` is a ``SimpleLazyObject``.
+    return user._meta.model  # type: ignore[no-any-return]
+
+
 def get_visitor_id(user: Any) -> str | None:
-    """The visitor ID stored for ``user``, or None."""
+    """The visitor ID stored for ``user``, or None (also when what is stored is not valid)."""
     if not _authenticated(user):
         return None
     field = conf.USER_FIELD
     if field:
-        return getattr(user, field, None) or None
-    try:
-        return user.supalytics_identity.visitor_id  # type: ignore[no-any-return]
-    except VisitorIdentity.DoesNotExist:
+        value = getattr(user, field, None)
+    else:
+        try:
+            value = user.supalytics_identity.visitor_id
+        except VisitorIdentity.DoesNotExist:
+            return None
+    if not value:
         return None
+    if not is_valid_visitor_id(value):
+        # Stored before validation, or by other code: an event with it would be refused forever.
+        logger.warning("supalytics: ignored an invalid stored visitor ID of user %s", user.pk)
+        return None
+    return str(value)
 
 
 def link_visitor(user: Any, visitor_id: str) -> bool:
     """Store ``visitor_id`` for ``user`` as ``ATTRIBUTION`` says; True when it was written.
 
-    ``visitor_id`` must already be valid. With first-touch attribution (the default) a user who
-    has an ID keeps it; with ``"last"`` a different ID replaces it.
+    Raises ``InvalidEvent`` (field ``visitor_id``) for an ID the API would refuse. With
+    first-touch attribution (the default) a user who has an ID keeps it; with ``"last"`` a
+    different ID replaces it.
     """
+    validate_visitor_id(visitor_id)
     if not _authenticated(user):
         return False
     replace = conf.ATTRIBUTION == "last"
     field = conf.USER_FIELD
     if field:
         current = getattr(user, field, None)
-        if current == visitor_id or (current and not replace):
+        if current == visitor_id or (current and is_valid_visitor_id(current) and not replace):
             return False
         setattr(user, field, visitor_id)
-        type(user)._default_manager.filter(pk=user.pk).update(**{field: visitor_id})
+        _user_model(user)._default_manager.filter(pk=user.pk).update(**{field: visitor_id})
         return True
     now = timezone.now()
     identity = VisitorIdentity.objects.filter(user=user).first()
@@ -65,7 +84,9 @@ def link_visitor(user: Any, visitor_id: str) -> bool:
             return False
         user.supalytics_identity = identity
         return True
-    if identity.visitor_id != visitor_id and replace:
+    if identity.visitor_id != visitor_id and (
+        replace or not is_valid_visitor_id(identity.visitor_id)
+    ):
         identity.visitor_id = visitor_id
         identity.last_seen = now
         identity.save(update_fields=["visitor_id", "last_seen"])
@@ -77,8 +98,16 @@ def link_visitor(user: Any, visitor_id: str) -> bool:
 
 
 def forget_visitor(visitor_id: str) -> dict[str, int]:
-    """Remove ``visitor_id`` from stored identities and from outbox rows not yet sent."""
-    counts = {"identities": 0, "events": 0}
+    """Remove ``visitor_id`` from stored identities and from every outbox row.
+
+    Rows of any status lose it: pending ones are sent without it, sent ones kept for
+    ``RETENTION_DAYS`` no longer hold it. Metadata entries whose key or string value contains
+    it are removed. Returns ``{"identities": n, "events": n, "metadata": n}`` (rows changed).
+    Events the API already accepted are beyond reach: ask Supalytics to erase those.
+    """
+    counts = {"identities": 0, "events": 0, "metadata": 0}
+    if not visitor_id:
+        return counts
     with transaction.atomic():
         field = conf.USER_FIELD
         if field:
@@ -91,9 +120,40 @@ def forget_visitor(visitor_id: str) -> dict[str, int]:
             )
         else:
             counts["identities"] = VisitorIdentity.objects.filter(visitor_id=visitor_id).delete()[0]
-        counts["events"] = (
-            OutboxEvent.objects.filter(visitor_id=visitor_id)
-            .exclude(status=OutboxEvent.Status.SENT)
-            .update(visitor_id="")
-        )
+        counts["events"] = OutboxEvent.objects.filter(visitor_id=visitor_id).update(visitor_id="")
+        counts["metadata"] = _forget_in_metadata(visitor_id)
     return counts
+
+
+def _forget_in_metadata(visitor_id: str) -> int:
+    # The JSON text of the metadata holds the ID as json.dumps writes it (quotes escaped), on
+    # PostgreSQL's jsonb as on SQLite; Python then removes exactly the entries that hold it.
+    needle = json.dumps(visitor_id)[1:-1]
+    rows = (
+        OutboxEvent.objects.annotate(_metadata_text=Cast("metadata", TextField()))
+        .filter(_metadata_text__contains=needle)
+        .only("pk", "metadata")
+        .select_for_update()
+    )
+    changed = 0
+    for row in rows:
+        metadata = row.metadata if isinstance(row.metadata, dict) else {}
+        kept = {
+            key: value
+            for key, value in metadata.items()
+            if visitor_id not in key and not (isinstance(value, str) and visitor_id in value)
+        }
+        if kept != metadata:
+            OutboxEvent.objects.filter(pk=row.pk).update(metadata=kept)
+            changed += 1
+    return changed
+
+
+def forget_user(user: Any) -> None:
+    """What deleting a user does (``pre_delete``): forget its stored visitor ID everywhere,
+    and blank the visitor ID of every outbox row linked to it."""
+    stored = get_visitor_id(user) if user.pk else None
+    with transaction.atomic():
+        OutboxEvent.objects.filter(user_id=user.pk).exclude(visitor_id="").update(visitor_id="")
+        if stored:
+            forget_visitor(stored)

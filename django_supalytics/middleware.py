@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Any
@@ -15,8 +16,11 @@ from .validation import is_valid_visitor_id
 
 logger = logging.getLogger("django_supalytics")
 
-#: Session key remembering the visitor ID already stored for this session's user.
+#: Session key remembering ``[user pk, visitor ID, Unix time]`` of this session's last link.
 SESSION_KEY = "_supalytics_linked_vid"
+#: With ``ATTRIBUTION = "last"``, a session replaces the stored ID at most this often, so a
+#: client that varies its visitor ID cannot make every request write.
+RELINK_INTERVAL = 60.0
 
 
 class SupalyticsDetails:
@@ -65,7 +69,23 @@ class SupalyticsDetails:
     def mark_linked(self, user: Any) -> None:
         session = getattr(self.request, "session", None)
         if session is not None and self.visitor_id:
-            session[SESSION_KEY] = [str(user.pk), self.visitor_id]
+            session[SESSION_KEY] = [str(user.pk), self.visitor_id, int(time.time())]
+
+    def _linked_already(self, user: Any, visitor_id: str) -> bool:
+        """True when this session needs no look-up: nothing can have changed since its link."""
+        session = getattr(self.request, "session", None)
+        remembered = session.get(SESSION_KEY) if session is not None else None
+        if not isinstance(remembered, list) or len(remembered) < 2:
+            return False
+        if remembered[0] != str(user.pk):
+            return False
+        if remembered[1] == visitor_id:
+            return True
+        if conf.ATTRIBUTION != "last":
+            # First touch: once linked, the user keeps its ID whatever this session sends.
+            return True
+        when = remembered[2] if len(remembered) > 2 else 0
+        return isinstance(when, int | float) and time.time() - when < RELINK_INTERVAL
 
     def link_user(self) -> None:
         """Store the visitor ID on the logged-in user, unless this session already did."""
@@ -75,8 +95,7 @@ class SupalyticsDetails:
         user = getattr(self.request, "user", None)
         if user is None or not user.is_authenticated:
             return
-        session = getattr(self.request, "session", None)
-        if session is not None and session.get(SESSION_KEY) == [str(user.pk), visitor_id]:
+        if self._linked_already(user, visitor_id):
             return
         from .identity import link_visitor
 
@@ -84,7 +103,9 @@ class SupalyticsDetails:
         self.mark_linked(user)
 
     def __repr__(self) -> str:
-        return f"<SupalyticsDetails visitor_id={self.visitor_id!r} source={self.source!r}>"
+        # Never the ID itself: reprs end up on debug pages and in error trackers.
+        state = "set" if self.visitor_id else "none"
+        return f"<SupalyticsDetails visitor_id={state} source={self.source!r}>"
 
 
 class VisitorIdMiddleware:

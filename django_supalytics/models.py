@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from .validation import visitor_id_validator
+
 
 class OutboxEvent(models.Model):
     """One tracked event, from ``track()`` until the API accepted it (and for a while after)."""
@@ -81,7 +83,7 @@ class VisitorIdentity(models.Model):
         on_delete=models.CASCADE,
         related_name="supalytics_identity",
     )
-    visitor_id = models.CharField(max_length=128, db_index=True)
+    visitor_id = models.CharField(max_length=128, db_index=True, validators=[visitor_id_validator])
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now)
 

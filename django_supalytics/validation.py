@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
+from django.core.exceptions import ValidationError
+
 from .exceptions import InvalidEvent
 
 MetadataValue: TypeAlias = str | int | float | bool
@@ -25,6 +27,22 @@ METADATA_KEY_MAX_LENGTH = 64
 METADATA_VALUE_MAX_LENGTH = 255
 BODY_MAX_BYTES = 16 * 1024
 ALLOWED_FIELDS = frozenset({"name", "visitor_id", "metadata"})
+
+
+def _text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent as JSON text, or None.
+
+    NUL is refused by PostgreSQL's ``jsonb`` and text columns; a lone surrogate cannot be
+    encoded as UTF-8 at all. Both would fail later (in the caller's transaction, or at the
+    receiver), so they are refused here, where the error can name the field.
+    """
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
 
 
 def validate_name(name: object) -> str:
@@ -65,10 +83,21 @@ def validate_visitor_id(visitor_id: object) -> str:
     return visitor_id
 
 
+def visitor_id_validator(value: object) -> None:
+    """A model field validator: the visitor ID rules, as a ``ValidationError``."""
+    try:
+        validate_visitor_id(value)
+    except InvalidEvent as exc:
+        raise ValidationError(f"A visitor ID {exc.message}.", code="invalid_visitor_id") from None
+
+
 def _value_length(value: MetadataValue) -> int:
     # A number or boolean counts by the length of its JSON text ("true", "29", "1.5").
     if isinstance(value, str):
         return len(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
+        # Over 300 digits, and too long for Python to turn into text without a limit.
+        return METADATA_VALUE_MAX_LENGTH + 1
     return len(json.dumps(value))
 
 
@@ -84,6 +113,9 @@ def validate_metadata(metadata: object) -> Metadata:
     for key, value in metadata.items():
         if not isinstance(key, str) or not key:
             raise InvalidEvent("metadata", f"key {key!r} must be a non-empty string")
+        problem = _text_problem(key)
+        if problem:
+            raise InvalidEvent("metadata", f"key {key[:20]!a}... {problem}")
         if len(key) > METADATA_KEY_MAX_LENGTH:
             raise InvalidEvent(
                 "metadata",
@@ -94,6 +126,8 @@ def validate_metadata(metadata: object) -> Metadata:
                 "metadata",
                 f"value of {key!r} must be a string, number or boolean, not {type(value).__name__}",
             )
+        if isinstance(value, str) and (problem := _text_problem(value)):
+            raise InvalidEvent("metadata", f"value of {key!r} {problem}")
         if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
             raise InvalidEvent("metadata", f"value of {key!r} must be a finite number")
         length = _value_length(value)

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from django_supalytics import stats, track
 from django_supalytics.chart import hourly_svg
-from django_supalytics.models import OutboxEvent
+from django_supalytics.models import OutboxEvent, VisitorIdentity
 from django_supalytics.receiver.models import ReceivedEvent
 
 pytestmark = pytest.mark.django_db
@@ -70,6 +70,22 @@ def test_detail_shows_the_payload_and_never_the_key(admin_client, settings):
     html = admin_client.get(url).content.decode()
     assert "&quot;plan&quot;: &quot;pro&quot;" in html
     assert settings.SUPALYTICS["API_KEY"] not in html
+
+
+def test_an_unusable_key_never_shows_in_the_admin(admin_client, settings, published):
+    from django_supalytics import delivery
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": "sly_secret_value\nX-Evil: 1"}
+    event = track("shown")
+    delivery.deliver(event.pk)
+    pages = [
+        admin_client.get(reverse(CHANGELIST)).content.decode(),
+        admin_client.get(
+            reverse("admin:django_supalytics_outboxevent_change", args=[event.pk])
+        ).content.decode(),
+    ]
+    assert "API_KEY contains a newline" in pages[1]
+    assert all("sly_secret_value" not in page for page in pages)
 
 
 def test_retry_now_requeues_failed_events(
@@ -158,3 +174,25 @@ def test_hourly_buckets_and_svg():
     assert sum(d for _, d, _ in rows) == 3  # the one 30 hours ago is out of range
     svg = str(hourly_svg(rows))
     assert svg.count("<rect") == 48 and "peak 2/h" in svg
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "caf\u00e9", "<b>\x00"])
+def test_visitor_identity_admin_refuses_an_invalid_id(admin_client, django_user_model, bad):
+    user = django_user_model.objects.create(username="someone")
+    url = reverse("admin:django_supalytics_visitoridentity_add")
+    response = admin_client.post(url, {"user": user.pk, "visitor_id": bad})
+    assert response.status_code == 200  # the form again, with its error
+    assert not VisitorIdentity.objects.exists()
+    response = admin_client.post(url, {"user": user.pk, "visitor_id": "v-valid"})
+    assert response.status_code == 302
+    assert VisitorIdentity.objects.get().visitor_id == "v-valid"
+
+
+def test_visitor_identity_model_validation_refuses_an_invalid_id(django_user_model):
+    from django.core.exceptions import ValidationError
+
+    user = django_user_model.objects.create(username="u")
+    identity = VisitorIdentity(user=user, visitor_id="a b")
+    with pytest.raises(ValidationError) as info:
+        identity.full_clean()
+    assert "visitor_id" in info.value.message_dict

@@ -51,15 +51,31 @@ def test_e003_bad_endpoint(endpoint):
         ("READ_TIMEOUT", -1),
         ("BATCH_SIZE", True),
         ("LEASE_SECONDS", None),
+        ("RATE_LIMIT", float("nan")),
+        ("RATE_LIMIT", float("inf")),
+        ("READ_TIMEOUT", float("nan")),
+        ("RETENTION_DAYS", float("nan")),
+        ("RETENTION_DAYS", float("inf")),
+        ("BACKOFF_MAX", float("inf")),
     ],
 )
 def test_e004_bad_numbers(name, value):
     assert ids(**{name: value}) == {"supalytics.E004"}
 
 
-@pytest.mark.parametrize("key", [" sly_x", "", 42])
+@pytest.mark.parametrize("key", ["", "   ", 42, "sly\nx", "sly x", "sly_\u043a\u043b"])
 def test_e005_malformed_key(key):
     assert ids(API_KEY=key) == {"supalytics.E005"}
+
+
+def test_e005_never_quotes_the_key():
+    with override_settings(SUPALYTICS={**BASE, "API_KEY": "sly_secret\nkey"}):
+        messages = [m for m in run_checks() if m.id == "supalytics.E005"]
+    assert messages and all("sly_secret" not in str(m) for m in messages)
+
+
+def test_surrounding_whitespace_of_a_key_is_not_an_error():
+    assert ids(API_KEY=" sly_x\n") == set()
 
 
 def test_w001_no_key(monkeypatch):
@@ -110,10 +126,45 @@ def test_e009_user_field(field):
     assert ids(USER_FIELD=field) == expected
 
 
-def test_e009_user_field_too_short():
-    assert ids(USER_FIELD="username") == set()  # 150 chars: long enough
-    assert ids(USER_FIELD="password") == set()  # 128: exactly enough
-    assert ids(USER_FIELD="is_staff") == set()  # no max_length to compare
+def test_e009_user_field_too_short(settings):
+    assert ids(USER_FIELD="last_name") == set()  # 150 chars: long enough
+    assert ids(USER_FIELD="first_name") == set()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "password",
+        "username",
+        "email",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        "last_login",
+        "date_joined",
+        "id",
+        "groups",
+        "user_permissions",
+    ],
+)
+def test_e011_user_field_must_be_a_spare_text_field(field):
+    assert ids(USER_FIELD=field) == {"supalytics.E011"}
+
+
+@pytest.mark.parametrize(
+    "name", ["X Vid", "</script><script>alert(1)</script>", "X-Vid\n", "", "X:Vid", 42, "é"]
+)
+def test_e012_header_name_must_be_an_http_token(name):
+    assert ids(HEADER_NAME=name) == {"supalytics.E012"}
+
+
+@pytest.mark.parametrize("name", ["a b", "vid;x", "", "v=1", None])
+def test_e013_cookie_name_must_be_an_http_token(name):
+    assert ids(COOKIE_NAME=name) == {"supalytics.E013"}
+
+
+def test_e012_e013_accept_tokens():
+    assert ids(HEADER_NAME="X-Visitor_Id.2", COOKIE_NAME="_vid") == set()
 
 
 def test_e010_middleware_before_authentication(settings):
@@ -206,3 +257,18 @@ def test_w005_celery_without_an_app():
 
     with mock.patch("celery.current_app", Celery(set_as_current=False)):
         assert ids(DELIVERY_BACKEND="celery") == {"supalytics.W005"}
+
+
+def test_every_check_id_is_documented():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    source = "".join(
+        (root / "django_supalytics" / name).read_text()
+        for name in ("checks.py", "receiver/checks.py")
+    )
+    ids_in_code = set(re.findall(r"supalytics\.[EW]\d{3}", source))
+    documented = set(re.findall(r"supalytics\.[EW]\d{3}", (root / "docs/settings.md").read_text()))
+    assert {"supalytics.E011", "supalytics.E012", "supalytics.E013"} <= ids_in_code
+    assert ids_in_code <= documented

@@ -154,3 +154,15 @@ def test_post_429_reads_the_wait(endpoint):
 def test_post_success_with_none_remaining_asks_for_a_pause(endpoint):
     endpoint.script(Answer(200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"}))
     assert post_event({"name": "a"}, "k", "sly_x").wait == 1.0
+
+
+@pytest.mark.parametrize(
+    "key", ["sly_secret\nX-Evil: 1", "sly_secret_\u043a\u043b\u044e\u0447", "sly_secret\x7f", ""]
+)
+def test_post_event_never_raises_for_an_unusable_key_and_never_quotes_it(server, settings, key):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ENDPOINT": server.url}
+    outcome = post_event({"name": "e"}, "idem", key)
+    assert outcome.kind is Kind.RETRY
+    assert outcome.error.startswith("not sent: SUPALYTICS API_KEY")
+    assert "sly_secret" not in outcome.error
+    assert not server.requests

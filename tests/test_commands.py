@@ -72,6 +72,19 @@ def test_send_now_refused_exits_1(endpoint):
     assert "invalid_api_key" in str(error)
 
 
+def test_send_now_and_status_never_show_an_unusable_key(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": "sly_secret_key\n\nX-Evil: 1"}
+    error = fails("supalytics_send", "setup_check", "--now")
+    assert error.returncode == 1
+    assert "API_KEY contains a newline" in str(error)
+    assert "sly_secret" not in str(error)
+    status = run("supalytics_status") + run("supalytics_status", "--json")
+    assert "API_KEY contains a newline" in status
+    assert "sly_secret" not in status
+    assert OutboxEvent.objects.get().status == "pending"
+    assert not endpoint.requests
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -226,4 +239,58 @@ def test_backfill_dry_run_writes_nothing(django_user_model):
 )
 def test_backfill_bad_input_exits_2(args):
     assert fails("supalytics_backfill", *args).returncode == 2
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "-inf", "NaN", "1e300"])
+def test_purge_non_finite_or_huge_age_exits_2(days):
+    error = fails("supalytics_purge", f"--older-than-days={days}")
+    assert error.returncode == 2
+    assert "--older-than-days" in str(error)
+
+
+def test_purge_non_finite_retention_setting_is_a_command_error(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RETENTION_DAYS": float("nan")}
+    assert fails("supalytics_purge").returncode == 2
+
+
+def test_backfill_batch_of_one_ending_at_pk_0_terminates(django_user_model):
+    import signal
+
+    def too_long(*args):
+        raise TimeoutError("supalytics_backfill did not finish")
+
+    django_user_model.objects.create(pk=0, username="zero")
+    django_user_model.objects.create(pk=1, username="one")
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(30)
+    try:
+        output = run(
+            "supalytics_backfill", "auth.User", "--event", "user_existing", "--batch-size", "1"
+        )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "Tracked 2 user_existing events" in output
+    assert OutboxEvent.objects.filter(name="user_existing").count() == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "args", "message"),
+    [
+        ("auth.User", ("--metadata-from", "password"), "secret"),
+        ("auth.User", ("--metadata-from", "username"), "secret"),
+        ("auth.User", ("--metadata-from", "email"), "secret"),
+        ("auth.User", ("--metadata-from", "is_superuser"), "secret"),
+        ("auth.User", ("--metadata-from", "groups"), "relation"),
+        ("auth.User", ("--visitor-id-from", "password"), "secret"),
+        ("shop.Subscription", ("--metadata-from", "user"), "relation"),
+        ("shop.Subscription", ("--user-from", "plan"), "foreign key"),
+    ],
+)
+def test_backfill_refuses_sensitive_and_relation_fields(django_user_model, model, args, message):
+    django_user_model.objects.create(username="u", password="pbkdf2_sha256$secret-hash")
+    error = fails("supalytics_backfill", model, "--event", "x", *args)
+    assert error.returncode == 2
+    assert message in str(error)
     assert not OutboxEvent.objects.exists()

@@ -189,6 +189,45 @@ def test_api_key_from_the_environment(endpoint, settings, monkeypatch):
     assert endpoint.requests[0].headers["Authorization"] == "Bearer sly_from_env"
 
 
+@pytest.mark.parametrize("raw", ["sly_test_key\n", "sly_test_key\r\n", "  sly_test_key \t"])
+def test_surrounding_whitespace_of_the_key_is_stripped(endpoint, settings, monkeypatch, raw):
+    # A Kubernetes secret file or a CRLF .env leaves a newline at the end of the key.
+    monkeypatch.setenv("SUPALYTICS_API_KEY", raw)
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": None}
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "sent"
+    assert endpoint.requests[0].headers["Authorization"] == "Bearer sly_test_key"
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("sly_secret\nX-Injected: 1", "contains a newline"),
+        ("sly_secret\rabc", "contains a newline"),
+        ("sly_secret_\u043a\u043b\u044e\u0447", "invalid characters"),  # not latin-1
+        ("sly_secret_caf\u00e9", "invalid characters"),  # latin-1, not ASCII
+        ("sly_secret with space", "invalid characters"),
+        ("sly_secret\x00", "invalid characters"),
+    ],
+)
+def test_an_unusable_key_defers_rows_and_is_never_written_out(
+    endpoint, settings, caplog, key, problem
+):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "API_KEY": key}
+    events = [track("e"), track("f")]
+    results = delivery.deliver_many([e.pk for e in events])  # never raises
+    assert [r.outcome for r in results] == ["deferred", "deferred"]
+    for event in events:
+        row = _reload(event)
+        # Waiting for the key to be fixed, like "no API key": not stuck in "sending".
+        assert (row.status, row.attempts, row.lease_owner) == ("pending", 0, None)
+        assert problem in row.last_error
+        assert "sly_secret" not in row.last_error
+    assert "sly_secret" not in caplog.text
+    assert problem in caplog.text
+    assert not endpoint.requests
+
+
 def test_signals_are_sent_and_a_broken_receiver_cannot_break_delivery(endpoint, caplog):
     seen = []
 

@@ -129,7 +129,7 @@ def test_every_receiver_setting_is_documented_and_every_documented_one_exists():
 def _check_ids_in_code() -> set[str]:
     ids: set[str] = set()
     for path in (ROOT / "django_supalytics").rglob("*.py"):
-        ids.update(re.findall(r'id="(supalytics\.[EW]\d{3})"', path.read_text()))
+        ids.update(re.findall(r'"(supalytics\.[EW]\d{3})"', path.read_text()))
     return ids
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from django_supalytics import forget_visitor, get_visitor_id, track
+from django_supalytics import InvalidEvent, forget_visitor, get_visitor_id, track
 from django_supalytics.identity import link_visitor
 from django_supalytics.models import OutboxEvent, VisitorIdentity
 
@@ -32,17 +32,90 @@ def test_deleting_a_user_deletes_its_identity(django_user_model):
     assert not VisitorIdentity.objects.exists()
 
 
-def test_forget_visitor_removes_identities_and_unsent_events(django_user_model):
+def test_forget_visitor_removes_identities_and_every_event_row(django_user_model):
     user = django_user_model.objects.create(username="u")
     link_visitor(user, "gone")
     pending = track("a", visitor_id="gone")
     sent = track("b", visitor_id="gone")
     OutboxEvent.objects.filter(pk=sent.pk).update(status="sent")
     other = track("c", visitor_id="kept")
-    assert forget_visitor("gone") == {"identities": 1, "events": 1}
+    assert forget_visitor("gone") == {"identities": 1, "events": 2, "metadata": 0}
     assert not VisitorIdentity.objects.exists()
     assert OutboxEvent.objects.get(pk=pending.pk).visitor_id == ""
+    # A sent row kept for RETENTION_DAYS no longer holds it either.
+    assert OutboxEvent.objects.get(pk=sent.pk).visitor_id == ""
     assert OutboxEvent.objects.get(pk=other.pk).visitor_id == "kept"
+
+
+def test_forget_visitor_removes_metadata_entries_that_hold_the_id():
+    vid = 'v"gone\\1'  # quotes and backslashes are escaped in the JSON text
+    held = track(
+        "checkout",
+        metadata={"supalytics_visitor_id": vid, "ref": f"cart-{vid}", "plan": "pro", vid: 1},
+    )
+    OutboxEvent.objects.filter(pk=held.pk).update(status="sent")
+    other = track("checkout", metadata={"supalytics_visitor_id": "v-kept", "plan": "pro"})
+    assert forget_visitor(vid)["metadata"] == 1
+    assert OutboxEvent.objects.get(pk=held.pk).metadata == {"plan": "pro"}
+    assert OutboxEvent.objects.get(pk=other.pk).metadata == {
+        "supalytics_visitor_id": "v-kept",
+        "plan": "pro",
+    }
+
+
+def test_deleting_a_user_forgets_its_visitor_id_in_the_outbox(django_user_model):
+    user = django_user_model.objects.create(username="u")
+    link_visitor(user, "vid-of-u")
+    mine = track("upgraded", user=user)  # the stored ID
+    before_signup = track("viewed", visitor_id="vid-of-u", metadata={"vid": "vid-of-u"})
+    other_id = track("clicked", user=user, visitor_id="vid-from-request")
+    someone_else = track("viewed", visitor_id="vid-other")
+    user.delete()
+    rows = OutboxEvent.objects.in_bulk()
+    assert rows[mine.pk].visitor_id == "" and rows[mine.pk].user_id is None
+    assert rows[before_signup.pk].visitor_id == ""
+    assert rows[before_signup.pk].metadata == {}
+    assert rows[other_id.pk].visitor_id == ""
+    assert rows[someone_else.pk].visitor_id == "vid-other"
+    assert rows[mine.pk].status == "pending"  # still sent, without a visitor ID
+
+
+def test_deleting_a_user_with_a_user_field_forgets_its_id(django_user_model, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "USER_FIELD": "last_name"}
+    user = django_user_model.objects.create(username="u", last_name="vid-field")
+    event = track("viewed", visitor_id="vid-field")
+    user.delete()
+    assert OutboxEvent.objects.get(pk=event.pk).visitor_id == ""
+
+
+@pytest.mark.parametrize(
+    "bad", ["has space <b>\x00" + "x" * 300, "has space", "", "x" * 129, "caf\u00e9", 42]
+)
+def test_link_visitor_refuses_an_invalid_id(django_user_model, bad):
+    user = django_user_model.objects.create(username="u")
+    with pytest.raises(InvalidEvent) as info:
+        link_visitor(user, bad)
+    assert info.value.field == "visitor_id"
+    assert not VisitorIdentity.objects.exists()
+
+
+def test_an_invalid_stored_id_is_never_sent(django_user_model, caplog):
+    # Stored before validation existed, or by code that bypassed it.
+    user = django_user_model.objects.create(username="u")
+    VisitorIdentity.objects.create(user=user, visitor_id="has space <b>")
+    assert get_visitor_id(user) is None
+    assert track("upgraded", user=user).payload == {"name": "upgraded"}
+    assert "has space" not in caplog.text
+    # A valid ID replaces it, even with first-touch attribution.
+    assert link_visitor(user, "v-valid") is True
+    assert get_visitor_id(user) == "v-valid"
+
+
+def test_an_invalid_id_in_the_user_field_is_never_sent(django_user_model, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "USER_FIELD": "last_name"}
+    user = django_user_model.objects.create(username="u", last_name="Smith Jones")
+    assert get_visitor_id(user) is None
+    assert track("upgraded", user=user).payload == {"name": "upgraded"}
 
 
 def test_forget_visitor_with_a_user_field(django_user_model, settings):

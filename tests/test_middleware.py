@@ -204,5 +204,64 @@ def test_request_track_shortcut(rf, settings):
     track.assert_called_once_with("clicked", request=request, metadata={"a": 1})
 
 
-def test_repr_shows_the_id():
-    assert "abc" in repr(run(factory.get("/", HTTP_COOKIE="supalytics_vid=abc")))
+def _writes(queries):
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+
+
+@pytest.mark.django_db
+def test_user_field_works_for_a_logged_in_user_through_the_middleware_stack(
+    client, django_user_model, settings
+):
+    # request.user is a SimpleLazyObject there, not a User: type(user) has no manager.
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "USER_FIELD": "last_name"}
+    user = django_user_model.objects.create(username="u")
+    client.force_login(user)
+    client.cookies["supalytics_vid"] = "abc123"
+    assert client.get("/").status_code == 200
+    user.refresh_from_db()
+    assert user.last_name == "abc123"
+
+
+@pytest.mark.django_db
+def test_a_client_varying_its_visitor_id_writes_once_with_first_touch(client, django_user_model):
+    user = django_user_model.objects.create(username="u")
+    client.force_login(user)
+    assert client.get("/", HTTP_X_SUPALYTICS_VISITOR_ID="v0").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        for i in range(1, 6):
+            assert client.get("/", HTTP_X_SUPALYTICS_VISITOR_ID=f"v{i}").status_code == 200
+    assert _writes(queries) == []
+    assert not any("supalytics_visitoridentity" in q["sql"] for q in queries.captured_queries)
+    assert VisitorIdentity.objects.get(user=user).visitor_id == "v0"
+
+
+@pytest.mark.django_db
+def test_last_touch_replaces_at_most_once_a_minute_per_session(
+    client, django_user_model, settings, monkeypatch
+):
+    from django_supalytics import middleware
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ATTRIBUTION": "last"}
+    user = django_user_model.objects.create(username="u")
+    client.force_login(user)
+    client.get("/", HTTP_X_SUPALYTICS_VISITOR_ID="v0")
+    with CaptureQueriesContext(connection) as queries:
+        for i in range(1, 6):
+            client.get("/", HTTP_X_SUPALYTICS_VISITOR_ID=f"v{i}")
+    assert _writes(queries) == []
+    assert VisitorIdentity.objects.get(user=user).visitor_id == "v0"
+    monkeypatch.setattr(middleware, "RELINK_INTERVAL", 0.0)
+    client.get("/", HTTP_X_SUPALYTICS_VISITOR_ID="v6")
+    assert VisitorIdentity.objects.get(user=user).visitor_id == "v6"
+
+
+def test_repr_never_shows_the_visitor_id():
+    details = run(factory.get("/", HTTP_COOKIE="supalytics_vid=secret-vid-123"))
+    assert details.visitor_id == "secret-vid-123"
+    assert "secret-vid-123" not in repr(details)
+    assert "secret-vid-123" not in str(details)
+    assert "source='cookie'" in repr(details)

@@ -308,31 +308,36 @@ def test_openapi_description_is_served(supalytics_receiver):
     assert "post" in schema["paths"]["/v1/events"]
 
 
-def test_standalone_receiver_needs_no_project(tmp_path):
-    """``python -m django_supalytics.receiver``: for clients that are not Django projects."""
+@pytest.fixture
+def standalone(tmp_path):
+    """Start ``python -m django_supalytics.receiver`` with arguments; stopped after the test."""
     import os
     import socket
     import sys
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "django_supalytics.receiver",
-            "--port",
-            str(port),
-            "--key",
-            "sly_standalone",
-            "--db",
-            str(tmp_path / "events.db"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    started = []
+
+    def start(*args):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "django_supalytics.receiver",
+                "--port",
+                str(port),
+                "--key",
+                "sly_standalone",
+                "--db",
+                str(tmp_path / f"events-{port}.db"),
+                *args,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(proc)
 
         def listening():
             try:
@@ -342,11 +347,50 @@ def test_standalone_receiver_needs_no_project(tmp_path):
                 return proc.poll() is not None
 
         wait_for(listening, timeout=60)
-        url = f"http://127.0.0.1:{port}/v1/events"
-        assert post(url, {"name": "signed_up"}, key="sly_standalone").json() == {"success": True}
-        assert_error(post(url, {"name": "x"}, key="sly_test_key"), 401, "invalid_api_key")
-        events = requests.get(f"http://127.0.0.1:{port}/v1/_control/events", timeout=10).json()
-        assert [e["name"] for e in events["events"]] == ["signed_up"]
-    finally:
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_standalone_receiver_needs_no_project(standalone):
+    """``python -m django_supalytics.receiver``: for clients that are not Django projects."""
+    base = standalone()
+    url = f"{base}/v1/events"
+    assert post(url, {"name": "signed_up"}, key="sly_standalone").json() == {"success": True}
+    assert_error(post(url, {"name": "x"}, key="sly_test_key"), 401, "invalid_api_key")
+    # Control is opt-in: off unless --control (or --control-token) is given.
+    assert requests.get(f"{base}/v1/_control/events", timeout=10).status_code == 404
+    reset = requests.post(f"{base}/v1/_control/reset", json={}, timeout=10)
+    assert reset.status_code == 404
+    # Only the host names asked for: a DNS-rebinding page's Host is refused.
+    rebound = requests.get(f"{base}/v1/openapi.json", headers={"Host": "evil.example"}, timeout=10)
+    assert rebound.status_code == 400
+    schema = requests.get(f"{base}/v1/openapi.json", headers={"Host": "localhost"}, timeout=10)
+    assert schema.json()["servers"] == [{"url": "/"}]
+
+
+def test_standalone_control_needs_its_token_and_refuses_cross_origin_posts(standalone):
+    base = standalone("--control-token", "ctl-secret")
+    assert post(f"{base}/v1/events", {"name": "kept"}, key="sly_standalone").status_code == 200
+    events_url = f"{base}/v1/_control/events"
+    auth = {"Authorization": "Bearer ctl-secret"}
+    assert_error(requests.get(events_url, timeout=10), 403, "forbidden")
+    assert_error(
+        requests.get(events_url, headers={"Authorization": "Bearer nope"}, timeout=10),
+        403,
+        "forbidden",
+    )
+    listed = requests.get(events_url, headers=auth, timeout=10).json()
+    assert [e["name"] for e in listed["events"]] == ["kept"]
+    # What a web page can send without a preflight: a text/plain POST, from another origin.
+    simple = requests.post(
+        f"{base}/v1/_control/reset",
+        data="{}",
+        headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+        timeout=10,
+    )
+    assert simple.status_code in (403, 415)
+    assert requests.get(events_url, headers=auth, timeout=10).json()["count"] == 1

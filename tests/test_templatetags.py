@@ -12,3 +12,11 @@ def test_script_names_the_configured_header(settings):
     assert '"X-Vid"' in html and "X-Supalytics-Visitor-Id" not in html
     assert html.startswith("<script>") and html.endswith("</script>")
     assert "location.origin" in html  # only same-origin requests carry the ID
+
+
+def test_a_hostile_header_name_cannot_close_the_script(settings):
+    # supalytics.E012 refuses it; the tag escapes it all the same.
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "HEADER_NAME": "</script><img src=x>&"}
+    html = render()
+    assert html.count("</script>") == 1 and html.endswith("</script>")
+    assert "<img" not in html and "\\u003c/script\\u003e" in html

@@ -4,8 +4,11 @@
     curl -X POST http://127.0.0.1:8765/v1/events -H "Authorization: Bearer sly_test_local" \\
          -H "Content-Type: application/json" -d '{"name": "signed_up"}'
 
-Events are kept in a SQLite file (``--db``, a temporary one by default) and listed at
-``GET /v1/_control/events``; faults are injected with ``POST /v1/_control/faults``.
+Events are kept in a SQLite file (``--db``, a temporary one by default). With ``--control``
+(off by default) they are listed at ``GET /v1/_control/events`` and faults are injected with
+``POST /v1/_control/faults``; ``--control-token`` makes those need a bearer token. Only the
+host names asked for are served: loopback names, the ``--host`` address, and
+``--allowed-host`` (repeatable).
 """
 
 from __future__ import annotations
@@ -15,6 +18,16 @@ import os
 import tempfile
 
 from django.conf import settings
+
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
+
+
+def allowed_hosts(bind: str, extra: list[str]) -> list[str]:
+    """The Host names to serve: never ``*``, so a DNS-rebinding page cannot reach the mock."""
+    hosts = list(LOOPBACK_NAMES)
+    if bind and bind not in ("0.0.0.0", "::"):
+        hosts.append(f"[{bind}]" if ":" in bind else bind)
+    return [*hosts, *extra]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,8 +43,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-limit", type=int, default=100)
     parser.add_argument("--db", help="SQLite file for received events")
     parser.add_argument("--redis", help="Redis URL shared by several receiver processes")
-    parser.add_argument("--no-control", action="store_true", help="turn /v1/_control off")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="serve /v1/_control (faults, reset, received events); off by default",
+    )
+    parser.add_argument(
+        "--control-token",
+        help="require 'Authorization: Bearer TOKEN' on /v1/_control (implies --control)",
+    )
+    # The control endpoint used to be on unless this was given; it is now off unless asked for.
+    parser.add_argument("--no-control", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        help="another Host name to serve (repeatable); loopback names and --host are served",
+    )
     args = parser.parse_args(argv)
+    control = (args.control or bool(args.control_token)) and not args.no_control
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="supalytics-receiver-"), "events.db")
     cache = (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": args.redis}
@@ -41,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     settings.configure(
         DEBUG=False,
         SECRET_KEY="supalytics-mock-receiver",
-        ALLOWED_HOSTS=["*"],
+        ALLOWED_HOSTS=allowed_hosts(args.host, args.allowed_host),
         ROOT_URLCONF="django_supalytics.receiver.urls",
+        # Calls request.get_host() on every request, so ALLOWED_HOSTS is enforced.
+        MIDDLEWARE=["django.middleware.common.CommonMiddleware"],
         INSTALLED_APPS=[
             "django.contrib.contenttypes",
             "django.contrib.auth",  # DRF's anonymous user
@@ -62,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         SUPALYTICS_RECEIVER={
             "API_KEYS": args.keys or ["sly_test_local"],
             "RATE_LIMIT": args.rate_limit,
-            "CONTROL": not args.no_control,
+            "CONTROL": control,
+            "CONTROL_TOKEN": args.control_token or None,
         },
         SILENCED_SYSTEM_CHECKS=["supalytics.W102", "supalytics.W103"],
     )

@@ -11,6 +11,8 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": 100,
     "CACHE_ALIAS": "default",
     "CONTROL": False,
+    "CONTROL_TOKEN": None,
+    "MAX_EVENTS": 100_000,
 }
 
 
@@ -34,6 +36,15 @@ class ReceiverSettings:
     @property
     def CONTROL(self) -> bool:
         return bool(self._get("CONTROL"))
+
+    @property
+    def CONTROL_TOKEN(self) -> str | None:
+        token = self._get("CONTROL_TOKEN")
+        return str(token) if token else None
+
+    @property
+    def MAX_EVENTS(self) -> int:
+        return int(self._get("MAX_EVENTS"))
 
 
 conf = ReceiverSettings()

@@ -13,6 +13,7 @@ the same faults. Usable from Python, and over HTTP when ``SUPALYTICS_RECEIVER["C
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -25,6 +26,10 @@ from ..ratelimit import key_id
 from .conf import conf
 
 STATE_KEY = "supalytics:receiver:state"
+#: Rules kept at once; ``reset()`` to add more.
+MAX_FAULTS = 100
+#: A rule's use counter lives this long in the cache (rules are for tests, not for days).
+COUNTER_TIMEOUT = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ def inject(
     seconds: float | None = None,
 ) -> Fault:
     """Add a fault rule; rules are tried in the order they were added."""
+    _check_types(status, count, fraction, delay, drop, api_key, seconds)
     if status is None and not drop and delay <= 0:
         raise ValueError("a fault needs a status, a delay or drop=True")
     if status is not None and not 100 <= status <= 599:
@@ -85,9 +91,45 @@ def inject(
         until=time.time() + seconds if seconds is not None else None,
     )
     current = state()
+    if len(current["faults"]) >= MAX_FAULTS:
+        raise ValueError(f"at most {MAX_FAULTS} fault rules at once; reset first")
     current["faults"] = [*current["faults"], asdict(fault)]
     _cache().set(STATE_KEY, current, None)
     return fault
+
+
+def _check_types(
+    status: object,
+    count: object,
+    fraction: object,
+    delay: object,
+    drop: object,
+    api_key: object,
+    seconds: object,
+) -> None:
+    """Refuse values of the wrong type (they arrive as JSON over HTTP) with a ValueError."""
+
+    def whole(name: str, value: object) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be a whole number")
+
+    def number(name: str, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number")
+
+    whole("status", status)
+    whole("count", count)
+    number("fraction", fraction)
+    number("delay", delay)
+    number("seconds", seconds)
+    if not isinstance(drop, bool):
+        raise ValueError("drop must be true or false")
+    if api_key is not None and not isinstance(api_key, str):
+        raise ValueError("api_key must be a string")
 
 
 def reset(received: bool = False) -> None:
@@ -117,7 +159,7 @@ def match(faults: list[dict[str, Any]], request_key_id: str | None) -> Fault | N
             continue
         if fault.count is not None:
             counter = f"supalytics:receiver:fault:{fault.id}"
-            cache.add(counter, 0, None)
+            cache.add(counter, 0, COUNTER_TIMEOUT)
             if cache.incr(counter) > fault.count:
                 continue
         return fault

@@ -23,7 +23,13 @@ ERROR_CODES = [
     "unknown_field",
     "rate_limited",
     "method_not_allowed",
+    "invalid_content_length",
+    "invalid_idempotency_key",
 ]
+
+#: Text without NUL (``jsonb`` refuses it); lone surrogates are refused too, but JSON Schema
+#: cannot say so.
+_NO_NUL = "^[^\\u0000]*$"
 
 _RATE_HEADERS = {
     name: {"schema": {"type": "integer"}, "description": text}
@@ -67,10 +73,15 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                             "propertyNames": {
                                 "minLength": 1,
                                 "maxLength": METADATA_KEY_MAX_LENGTH,
+                                "pattern": _NO_NUL,
                             },
                             "additionalProperties": {
                                 "oneOf": [
-                                    {"type": "string", "maxLength": METADATA_VALUE_MAX_LENGTH},
+                                    {
+                                        "type": "string",
+                                        "maxLength": METADATA_VALUE_MAX_LENGTH,
+                                        "pattern": _NO_NUL,
+                                    },
                                     {"type": "number"},
                                     {"type": "boolean"},
                                 ]
@@ -106,7 +117,7 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 255},
+                            "schema": {"type": "string", "pattern": "^[ -~]{0,255}$"},
                         }
                     ],
                     "requestBody": {
@@ -128,7 +139,9 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _error_response("invalid JSON, field or unknown field"),
+                        "400": _error_response(
+                            "invalid JSON, field, unknown field, Content-Length or Idempotency-Key"
+                        ),
                         "401": _error_response("missing or unknown API key"),
                         "405": _error_response("method not allowed"),
                         "413": _error_response("body over 16 KiB"),

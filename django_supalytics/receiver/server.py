@@ -3,19 +3,94 @@
 Django's development server writes headers and body separately; with Nagle on, each answer on
 a keep-alive connection waits for the client's delayed ACK (about 40 ms). Turning it off lets
 one process answer hundreds of requests a second, which rate-limit tests need.
+
+Django's server also reads whatever body the application left unread, in one ``read()``, to
+keep the connection usable: a 64 MiB body refused with 413 would still be read into memory.
+Here an unread rest over ``DRAIN_MAX_BYTES`` is not read at all (the connection is closed
+instead), and a smaller one is read in chunks.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any
+from wsgiref import simple_server
 
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.core.servers.basehttp import ServerHandler, ThreadedWSGIServer, WSGIRequestHandler
 from django.http import HttpRequest, HttpResponseBase
 from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 
 RECEIVER_URLCONF = "django_supalytics.receiver.urls"
+
+#: The most of an unread request body read (and dropped) to keep a connection open.
+DRAIN_MAX_BYTES = 64 * 1024
+_CHUNK = 16 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address or name that only this machine can reach."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _unread(stream: Any) -> int:
+    return max(0, int(getattr(stream, "limit", 0)) - int(getattr(stream, "_pos", 0)))
+
+
+class BoundedServerHandler(ServerHandler):
+    """Django's handler, without reading a large unread body into memory."""
+
+    request_handler: Any
+    headers: Any
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        if _unread(self.get_stdin()) > DRAIN_MAX_BYTES:
+            self.headers["Connection"] = "close"
+            self.request_handler.close_connection = True
+
+    def close(self) -> None:
+        stream = self.get_stdin()
+        if _unread(stream) > DRAIN_MAX_BYTES:
+            self.request_handler.close_connection = True
+        else:
+            while stream.read(_CHUNK):
+                pass
+        simple_server.ServerHandler.close(self)
+
+
+class _BoundedRequests:
+    """``handle_one_request`` of Django's handler, with ``BoundedServerHandler``."""
+
+    def handle_one_request(self: Any) -> None:
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = BoundedServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ()
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())
+
+
+class ReceiverRequestHandler(_BoundedRequests, WSGIRequestHandler):
+    pass
+
+
+class QuietReceiverRequestHandler(_BoundedRequests, QuietWSGIRequestHandler):
+    pass
 
 
 class ReceiverServer(ThreadedWSGIServer):
@@ -52,12 +127,20 @@ class ReceiverThread(LiveServerThread):
 
     server_class = ReceiverServer
 
+    def _create_server(self, connections_override: Any = None) -> Any:
+        return self.server_class(
+            (self.host, self.port),
+            QuietReceiverRequestHandler,
+            allow_reuse_address=False,
+            connections_override=connections_override,
+        )
+
 
 def serve(host: str, port: int, *, quiet: bool = True, reuse_port: bool = False) -> None:
     """Serve the project's WSGI application until interrupted."""
     from django.core.servers.basehttp import get_internal_wsgi_application
 
-    handler = QuietWSGIRequestHandler if quiet else WSGIRequestHandler
+    handler = QuietReceiverRequestHandler if quiet else ReceiverRequestHandler
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type(
         "Server", (ReceiverServer,), {"address_family": family, "reuse_port": reuse_port}

@@ -6,11 +6,11 @@ import hmac
 import json
 import logging
 import math
+import re
 import socket
 import time
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -27,6 +27,21 @@ from .models import ReceivedEvent
 from .ratelimit import hit
 
 logger = logging.getLogger("django_supalytics.receiver")
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+_IDEMPOTENCY_KEY_RE = re.compile(rf"[ -~]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
+
+
+def content_length(request: Any) -> int | None:
+    """The declared body length: 0 when absent, None when it is not a whole number."""
+    raw = str(request.META.get("CONTENT_LENGTH") or "").strip()
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    if len(raw) > 15:  # far over any limit, and int() refuses 4300 digits and more
+        return 10**15
+    return int(raw)
 
 
 def error(
@@ -113,6 +128,11 @@ class EventsView(APIView):
     renderer_classes = [CompactJSON]
     content_negotiation_class = AlwaysJSON
 
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        # DRF would list GET, HEAD and OPTIONS, which this path answers with 405.
+        return {"Allow": "POST"}
+
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         stats.count(str(response.status_code))
         if response.get("Idempotent-Replayed"):
@@ -120,11 +140,20 @@ class EventsView(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
     def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        headers = {"Allow": "POST"}
+        token = _bearer(request.headers.get("Authorization", ""))
+        if token is not None and _known(token):
+            # "Every response to a request with a known key carries the three headers."
+            headers.update(hit(key_id(token), faults.state()["generation"]).headers())
         return error(
-            405, "method_not_allowed", f"{request.method} is not allowed; use POST", Allow="POST"
+            405, "method_not_allowed", f"{request.method} is not allowed; use POST", **headers
         )
 
     def get(self, request: Request) -> Response:
+        return self.http_method_not_allowed(request)
+
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        # DRF answers OPTIONS with metadata; the contract has POST only.
         return self.http_method_not_allowed(request)
 
     def post(self, request: Request) -> Response:
@@ -145,9 +174,12 @@ class EventsView(APIView):
                 return error(500, "injected_fault", "connection dropped")
             if fault.status is not None or fault.drop:
                 status = fault.status or 500
+                code = "injected_fault"
                 if status == 429:
+                    # Indistinguishable from a real 429, as the contract writes it.
                     headers["Retry-After"] = "1"
-                return error(status, "injected_fault", f"injected {status}", **headers)
+                    code = "rate_limited"
+                return error(status, code, f"injected {status}", **headers)
         if not window.allowed:
             retry = max(1, math.ceil(window.reset - time.time()))
             return error(
@@ -165,16 +197,30 @@ class EventsView(APIView):
             return error(
                 415, "unsupported_media_type", "send Content-Type: application/json", **headers
             )
-        try:
-            length = int(request.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
+        length = content_length(request)
+        if length is None:
+            return error(
+                400,
+                "invalid_content_length",
+                "Content-Length is not a whole number of bytes",
+                **headers,
+            )
         if length > BODY_MAX_BYTES:
+            # Refused before reading a byte of it; the server does not read it either.
             return self._too_large(headers)
-        try:
-            raw = request._request.body
-        except RequestDataTooBig:
-            return self._too_large(headers)
+        idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+        if idempotency_key and not _IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
+            # Never cut: two long keys sharing a prefix would collide and drop an event.
+            return error(
+                400,
+                "invalid_idempotency_key",
+                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII "
+                "characters",
+                "Idempotency-Key",
+                **headers,
+            )
+        # At most one byte over the limit is read, whatever the body really holds.
+        raw = request._request.read(BODY_MAX_BYTES + 1)
         if len(raw) > BODY_MAX_BYTES:
             return self._too_large(headers)
         try:
@@ -186,7 +232,6 @@ class EventsView(APIView):
         except InvalidEvent as exc:
             field = None if exc.code == "invalid_json" else exc.field
             return error(400, exc.code, str(exc), field, **headers)
-        idempotency_key = request.headers.get("Idempotency-Key", "").strip()[:255]
         event = ReceivedEvent(
             name=body["name"],
             visitor_id=body.get("visitor_id", ""),
@@ -201,6 +246,7 @@ class EventsView(APIView):
                 event.save(force_insert=True)
         except IntegrityError:
             return self._replayed(headers)
+        _trim(event.pk)
         return Response({"success": True}, headers=headers)
 
     def _too_large(self, headers: dict[str, str]) -> Response:
@@ -212,6 +258,13 @@ class EventsView(APIView):
         return Response({"success": True}, headers={**headers, "Idempotent-Replayed": "true"})
 
 
+def _trim(newest_pk: int) -> None:
+    """Keep at most ``MAX_EVENTS`` received events: the oldest go (ids only grow)."""
+    cap = conf.MAX_EVENTS
+    if newest_pk > cap:
+        ReceivedEvent.objects.filter(pk__lte=newest_pk - cap).delete()
+
+
 class OpenAPIView(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
@@ -221,4 +274,5 @@ class OpenAPIView(APIView):
     def get(self, request: Request) -> Response:
         from .openapi import schema
 
-        return Response(schema(request.build_absolute_uri("/")))
+        # A relative server: the Host header is the client's to choose, never echoed back.
+        return Response(schema("/"))

@@ -5,10 +5,12 @@ from functools import partial
 from typing import Any
 
 from django.apps import apps
+from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import models, transaction
 
+from ...checks import sensitive_field
 from ...exceptions import InvalidEvent
 from ...models import OutboxEvent
 from ...tasks import enqueue
@@ -81,6 +83,10 @@ class Command(BaseCommand):
                 model_class._meta.get_field(name)
             except FieldDoesNotExist as exc:
                 raise usage_error(f"{model_class._meta.label} has no field {name!r}") from exc
+        for name in [*metadata_from, *filter(None, [visitor_id_from])]:
+            self._check_value_field(model_class, name)
+        if user_from:
+            self._check_user_field(model_class, user_from)
         if batch_size < 1:
             raise usage_error("--batch-size must be at least 1")
         try:
@@ -94,7 +100,9 @@ class Command(BaseCommand):
         created = skipped = 0
         last_pk = None
         while True:
-            batch = list(rows.filter(pk__gt=last_pk)[:batch_size] if last_pk else rows[:batch_size])
+            # "is not None": a batch may end at pk 0 (or "" for a text key).
+            page = rows if last_pk is None else rows.filter(pk__gt=last_pk)
+            batch = list(page[:batch_size])
             if not batch:
                 break
             last_pk = batch[-1].pk
@@ -106,6 +114,29 @@ class Command(BaseCommand):
         progress.finish()
         verb = "Would track" if dry_run else "Tracked"
         self.stdout.write(f"{verb} {created} {event} events; {skipped} rows already done.")
+
+    def _check_value_field(self, model_class: type[models.Model], name: str) -> None:
+        """Only plain columns that hold no secret or account data are sent (an allow-list:
+        concrete, not a relation, not sensitive by name)."""
+        field = model_class._meta.get_field(name)
+        label = f"{model_class._meta.label}.{name}"
+        if field.is_relation or not getattr(field, "concrete", False):
+            raise usage_error(f"{label} is a relation, not a value; it cannot be sent")
+        if isinstance(field, models.BinaryField | models.JSONField | models.FileField):
+            raise usage_error(f"{label} does not hold a text, number or boolean")
+        if sensitive_field(model_class, name) or (
+            model_class is get_user_model() and name in ("username", "email", "password")
+        ):
+            raise usage_error(f"{label} may hold a secret or account data; it is never sent")
+
+    def _check_user_field(self, model_class: type[models.Model], name: str) -> None:
+        field = model_class._meta.get_field(name)
+        if not (field.many_to_one or field.one_to_one) or field.related_model is not (
+            get_user_model()
+        ):
+            raise usage_error(
+                f"--user-from {name!r} must be a foreign key to {get_user_model()._meta.label}"
+            )
 
     def _batch(
         self,

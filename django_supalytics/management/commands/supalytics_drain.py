@@ -63,7 +63,8 @@ class Command(BaseCommand):
                 if deferred[-1].retry_in is None:
                     progress.finish()
                     raise CommandError(
-                        "delivery is off (ENABLED is False) or no API key is set", returncode=1
+                        "delivery is off (ENABLED is False), or the API key is missing or invalid",
+                        returncode=1,
                     )
                 time.sleep(min(WAIT_STEP, deferred[-1].retry_in))
         progress.finish()

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 
 from ... import delivery
 from ...conf import conf
@@ -39,9 +41,15 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         days = conf.RETENTION_DAYS if older_than_days is None else older_than_days
-        if days < 0:
-            raise usage_error("--older-than-days must not be negative")
-        age = timedelta(days=days)
+        if not math.isfinite(days) or days < 0:
+            raise usage_error(
+                f"--older-than-days must be a finite number of days, 0 or more, not {days:g}"
+            )
+        try:
+            age = timedelta(days=days)
+            timezone.now() - age
+        except OverflowError as exc:
+            raise usage_error(f"--older-than-days {days:g} reaches before year 1") from exc
         if dry_run:
             count = delivery.purgeable(age, include_failed=include_failed).count()
             self.stdout.write(f"Would delete {count} events older than {days:g} days.")

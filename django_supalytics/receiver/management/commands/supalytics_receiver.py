@@ -30,10 +30,18 @@ class Command(BaseCommand):
         reuse_port: bool = False,
         **options: Any,
     ) -> None:
-        from ...server import serve
+        from ...conf import conf
+        from ...server import is_loopback, serve
 
         if not 0 < port < 65536:
             raise CommandError(f"--port must be between 1 and 65535, not {port}")
+        if not is_loopback(host):
+            control = "ON" if conf.CONTROL else "off"
+            self.stderr.write(
+                f"Warning: listening on {host}, beyond loopback: other machines can reach this "
+                f"mock receiver (its control endpoint is {control}). It is meant for tests and "
+                "development; bind 127.0.0.1 unless you need otherwise."
+            )
         self.stdout.write(f"Supalytics mock receiver: http://{host}:{port}/v1/events")
         try:
             serve(host, port, quiet=not verbose_requests, reuse_port=reuse_port)
