@@ -106,3 +106,26 @@ def test_privacy_mode_header_reaches_the_backend(page):
         }"""
     )
     assert "privacy-mode-vid" in html and "(from header)" in html
+
+
+def test_privacy_mode_header_reaches_the_backend_through_xmlhttprequest(page):
+    """htmx, axios and jQuery send with XMLHttpRequest: the header is added there too, only to
+    this site, and a header the page set itself is kept."""
+    page.goto("/")
+    own, theirs = page.evaluate(
+        """async () => {
+            window.supalytics.visitorId = "xhr-vid";
+            function get(set) {
+                return new Promise((resolve) => {
+                    const xhr = new XMLHttpRequest();
+                    xhr.open("GET", "/");
+                    if (set) xhr.setRequestHeader("X-Supalytics-Visitor-Id", "page-set-vid");
+                    xhr.onload = () => resolve(xhr.responseText);
+                    xhr.send();
+                });
+            }
+            return [await get(false), await get(true)];
+        }"""
+    )
+    assert "xhr-vid" in own and "(from header)" in own
+    assert "page-set-vid" in theirs and "xhr-vid" not in theirs
