@@ -46,6 +46,51 @@ def _is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
 
 
+REDIS_CACHES = (
+    "django.core.cache.backends.redis.RedisCache",
+    "django_redis.cache.RedisCache",
+)
+
+
+def _check_limiter_cache(alias: str, backend: str) -> list[CheckMessage]:
+    """W002: the shared limiter needs Redis; any other cache gets a per-process one."""
+    if backend in REDIS_CACHES:
+        return []
+    if backend == "django.core.cache.backends.dummy.DummyCache":
+        problem = "is a DummyCache, which stores nothing: no rate limit would apply at all"
+    else:
+        problem = (
+            f"is {backend or 'unset'}, not Redis: the limiter falls back to a lock in each "
+            "process, so each worker process would send at the full rate on its own"
+        )
+    return [
+        Warning(
+            f"The cache {alias!r} that holds the rate limiter {problem}.",
+            hint="Use a Redis cache (django.core.cache.backends.redis.RedisCache) whenever "
+            "more than one process sends.",
+            id="supalytics.W002",
+        )
+    ]
+
+
+@register(Tags.security)
+def check_endpoint_security(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    endpoint = (
+        conf.raw.get("ENDPOINT", DEFAULTS["ENDPOINT"]) if isinstance(conf.raw, dict) else None
+    )
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if parts and parts.scheme == "http" and parts.hostname and not _is_loopback(parts.hostname):
+        return [
+            Warning(
+                "SUPALYTICS['ENDPOINT'] is plain http on a remote host: the API key would "
+                "travel unencrypted.",
+                hint="Use https, or a loopback address for a local receiver.",
+                id="supalytics.W004",
+            )
+        ]
+    return []
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     raw = conf.raw
@@ -68,15 +113,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             Error(
                 f"SUPALYTICS['ENDPOINT'] must be an http(s) URL, not {endpoint!r}.",
                 id="supalytics.E003",
-            )
-        )
-    elif parts.scheme == "http" and not _is_loopback(parts.hostname):
-        errors.append(
-            Warning(
-                "SUPALYTICS['ENDPOINT'] is plain http on a remote host: the API key would "
-                "travel unencrypted.",
-                hint="Use https, or a loopback address for a local receiver.",
-                id="supalytics.W004",
             )
         )
     for name, minimum in NUMBERS.items():
@@ -123,14 +159,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="supalytics.E006",
             )
         )
-    elif caches[alias].get("BACKEND", PER_PROCESS_CACHES[0]) in PER_PROCESS_CACHES:
+    else:
+        errors.extend(_check_limiter_cache(alias, str(caches[alias].get("BACKEND", ""))))
+    if raw.get("ENQUEUE", DEFAULTS["ENQUEUE"]) not in ("background", "inline"):
         errors.append(
-            Warning(
-                f"The cache {alias!r} that holds the rate limiter is per-process: each worker "
-                "process would send at the full rate on its own.",
-                hint="Use a Redis cache (django.core.cache.backends.redis.RedisCache) in "
-                "production.",
-                id="supalytics.W002",
+            Error(
+                f"SUPALYTICS['ENQUEUE'] is {raw.get('ENQUEUE')!r}; it must be 'background' "
+                "or 'inline'.",
+                id="supalytics.E020",
+            )
+        )
+    queue = raw.get("TASK_QUEUE", DEFAULTS["TASK_QUEUE"])
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        errors.append(
+            Error(
+                f"SUPALYTICS['TASK_QUEUE'] must be a queue name (a non-empty string) or None, "
+                f"not {queue!r}.",
+                id="supalytics.E021",
             )
         )
     if raw.get("ATTRIBUTION", DEFAULTS["ATTRIBUTION"]) not in ("first", "last"):
@@ -217,7 +262,7 @@ def _check_user_field(field: Any) -> list[CheckMessage]:
             Error(
                 f"{model._meta.label}.{field} holds {max_length} characters; "
                 "a visitor ID may have 128.",
-                id="supalytics.E009",
+                id="supalytics.E019",
             )
         ]
     return []

@@ -22,8 +22,13 @@ logger = logging.getLogger("django_supalytics")
 LAST_SEEN_RESOLUTION = timedelta(hours=1)
 
 
-def _authenticated(user: Any) -> bool:
-    return user is not None and bool(getattr(user, "is_authenticated", False)) and user.pk
+def is_authenticated(user: Any) -> bool:
+    """True for a saved, authenticated user (not ``None``, ``AnonymousUser`` or unsaved)."""
+    return (
+        user is not None
+        and bool(getattr(user, "is_authenticated", False))
+        and getattr(user, "pk", None) is not None
+    )
 
 
 def _user_model(user: Any) -> type[Model]:
@@ -33,7 +38,7 @@ def _user_model(user: Any) -> type[Model]:
 
 def get_visitor_id(user: Any) -> str | None:
     """The visitor ID stored for ``user``, or None (also when what is stored is not valid)."""
-    if not _authenticated(user):
+    if not is_authenticated(user):
         return None
     field = conf.USER_FIELD
     if field:
@@ -60,7 +65,7 @@ def link_visitor(user: Any, visitor_id: str) -> bool:
     different ID replaces it.
     """
     validate_visitor_id(visitor_id)
-    if not _authenticated(user):
+    if not is_authenticated(user):
         return False
     replace = conf.ATTRIBUTION == "last"
     field = conf.USER_FIELD

@@ -10,7 +10,7 @@ from django.db import router
 
 from .dispatch import schedule
 from .exceptions import InvalidEvent
-from .identity import _authenticated, get_visitor_id, link_visitor
+from .identity import get_visitor_id, is_authenticated, link_visitor
 from .models import OutboxEvent
 from .validation import BODY_MAX_BYTES, validate_metadata, validate_name, validate_visitor_id
 
@@ -41,7 +41,7 @@ def build_event(
         name=name,
         visitor_id=resolved or "",
         metadata=clean_metadata,
-        user=user if _authenticated(user) else None,
+        user=user if is_authenticated(user) else None,
     )
     size = len(json.dumps(event.payload).encode())
     if size > BODY_MAX_BYTES:
@@ -69,7 +69,7 @@ def track(
     """
     if user is None and request is not None:
         request_user = getattr(request, "user", None)
-        user = request_user if _authenticated(request_user) else None
+        user = request_user if is_authenticated(request_user) else None
     event = build_event(name, visitor_id=visitor_id, user=user, request=request, metadata=metadata)
     using = using or router.db_for_write(OutboxEvent)
     if request is not None and event.visitor_id and event.user and get_visitor_id(user) is None:

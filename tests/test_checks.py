@@ -97,13 +97,93 @@ def test_e006_unknown_cache_alias():
     assert ids(CACHE_ALIAS="nope") == {"supalytics.E006"}
 
 
-def test_w002_per_process_cache():
+@pytest.mark.parametrize(
+    ("backend", "warned"),
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", True),
+        ("django.core.cache.backends.filebased.FileBasedCache", True),
+        ("django.core.cache.backends.db.DatabaseCache", True),
+        ("django.core.cache.backends.memcached.PyMemcacheCache", True),
+        ("django.core.cache.backends.dummy.DummyCache", True),
+        ("django.core.cache.backends.redis.RedisCache", False),
+        ("django_redis.cache.RedisCache", False),
+    ],
+)
+def test_w002_any_cache_but_redis(backend, warned):
+    from django_supalytics.checks import check_settings
+
+    with override_settings(
+        SUPALYTICS=BASE, CACHES={"default": {"BACKEND": backend, "LOCATION": "x"}}
+    ):
+        found = [m for m in check_settings() if m.id == "supalytics.W002"]
+    assert bool(found) is warned
+    if "Dummy" in backend:
+        assert "no rate limit would apply at all" in found[0].msg
+
+
+def test_w002_per_process_cache_through_run_checks():
     with override_settings(
         SUPALYTICS=BASE,
         SILENCED_SYSTEM_CHECKS=[],
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
     ):
         assert "supalytics.W002" in {m.id for m in run_checks()}
+
+
+def test_w004_is_a_security_check():
+    from django.core.checks import Tags
+
+    with override_settings(
+        SUPALYTICS={**BASE, "ENDPOINT": "http://api.example.com/v1/events"}, CACHES=REDIS
+    ):
+        assert "supalytics.W004" in {m.id for m in run_checks(tags=[Tags.security])}
+        assert "supalytics.W004" not in {m.id for m in run_checks(tags=[Tags.compatibility])}
+
+
+@pytest.mark.parametrize("value", ["bogus", "", None])
+def test_e020_enqueue(value):
+    assert ids(ENQUEUE=value) == {"supalytics.E020"}
+
+
+@pytest.mark.parametrize("value", [123, "", " ", ["q"]])
+def test_e021_task_queue(value):
+    assert ids(TASK_QUEUE=value) == {"supalytics.E021"}
+
+
+def test_e021_a_queue_name_or_none_passes():
+    assert ids(TASK_QUEUE="supalytics") == set()
+    assert ids(TASK_QUEUE=None) == set()
+
+
+def test_e019_user_field_too_short():
+    from django.contrib.auth import get_user_model
+
+    field = get_user_model()._meta.get_field("last_name")
+    with mock.patch.object(field, "max_length", 30):
+        assert ids(USER_FIELD="last_name") == {"supalytics.E019"}
+
+
+def test_e105_unknown_receiver_key():
+    with override_settings(SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "RATE_LIMTI": 5}, CACHES=REDIS):
+        assert "supalytics.E105" in {m.id for m in run_checks()}
+
+
+def test_the_receiver_without_drf_names_the_extra_to_install():
+    from importlib.util import find_spec
+
+    from django.apps import apps
+
+    from django_supalytics.exceptions import SupalyticsConfigError
+
+    def without_drf(name, *args):
+        return None if name == "rest_framework" else find_spec(name, *args)
+
+    config = apps.get_app_config("supalytics_receiver")
+    with (
+        mock.patch("importlib.util.find_spec", without_drf),
+        pytest.raises(SupalyticsConfigError, match=r"django-supalytics\[receiver\]"),
+    ):
+        config.ready()
 
 
 def test_w004_plain_http_to_a_remote_host():

@@ -17,6 +17,17 @@ def check_receiver(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     raw = getattr(settings, "SUPALYTICS_RECEIVER", {})
     if not isinstance(raw, dict):
         return [Error("SUPALYTICS_RECEIVER must be a dict.", id="supalytics.E101")]
+    from .conf import DEFAULTS
+
+    unknown = sorted(map(str, set(raw) - set(DEFAULTS)))
+    if unknown:
+        messages.append(
+            Error(
+                f"SUPALYTICS_RECEIVER has unknown keys: {', '.join(unknown)}.",
+                hint="See docs/settings.md for the keys there are.",
+                id="supalytics.E105",
+            )
+        )
     keys = raw.get("API_KEYS", [])
     if not isinstance(keys, list | tuple) or not all(isinstance(k, str) and k for k in keys):
         messages.append(
