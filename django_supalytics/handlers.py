@@ -9,15 +9,12 @@ from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
-from .identity import forget_user, link_visitor
+from .identity import forget_user, link_request_visitor
 
 
 @receiver(user_logged_in, dispatch_uid="django_supalytics.link_on_login")
 def link_on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    state = getattr(request, "supalytics", None)
-    if state is not None and state.visitor_id:
-        link_visitor(user, state.visitor_id)
-        state.mark_linked(user)
+    link_request_visitor(request, user)
 
 
 @receiver(pre_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="django_supalytics.forget_user")

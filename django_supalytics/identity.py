@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,12 @@ from .models import OutboxEvent, VisitorIdentity
 from .validation import is_valid_visitor_id, validate_visitor_id
 
 logger = logging.getLogger("django_supalytics")
+
+#: Session key remembering ``[user pk, visitor ID, Unix time]`` of this session's last link.
+SESSION_KEY = "_supalytics_linked_vid"
+#: With ``ATTRIBUTION = "last"``, a session replaces the stored ID at most this often, so a
+#: client that varies its visitor ID cannot make every request write.
+RELINK_INTERVAL = 60.0
 
 #: ``last_seen`` is refreshed at most this often, so a returning visitor costs no write.
 LAST_SEEN_RESOLUTION = timedelta(hours=1)
@@ -162,3 +169,41 @@ def forget_user(user: Any) -> None:
         OutboxEvent.objects.filter(user_id=user.pk).exclude(visitor_id="").update(visitor_id="")
         if stored:
             forget_visitor(stored)
+
+
+def link_request_visitor(request: Any, user: Any = None) -> bool:
+    """Store the request's visitor ID (``request.supalytics``) on ``user`` (default: the
+    logged-in user), unless this session already did; True if it looked the user up.
+
+    The session remembers its last link, so a client sending the same ID, or (with first-touch
+    attribution) any ID once linked, costs no query; with ``"last"`` a session replaces the
+    stored ID at most every ``RELINK_INTERVAL`` seconds.
+    """
+    state = getattr(request, "supalytics", None)
+    visitor_id = state.visitor_id if state is not None else None
+    user = user if user is not None else getattr(request, "user", None)
+    if not visitor_id or not is_authenticated(user):
+        return False
+    session = getattr(request, "session", None)
+    if _linked_already(session, user, visitor_id):
+        return False
+    link_visitor(user, visitor_id)
+    if session is not None:
+        session[SESSION_KEY] = [str(user.pk), visitor_id, int(time.time())]
+    return True
+
+
+def _linked_already(session: Any, user: Any, visitor_id: str) -> bool:
+    """True when this session needs no look-up: nothing can have changed since its link."""
+    remembered = session.get(SESSION_KEY) if session is not None else None
+    if not isinstance(remembered, list) or len(remembered) < 2:
+        return False
+    if remembered[0] != str(user.pk):
+        return False
+    if remembered[1] == visitor_id:
+        return True
+    if conf.ATTRIBUTION != "last":
+        # First touch: once linked, the user keeps its ID whatever this session sends.
+        return True
+    when = remembered[2] if len(remembered) > 2 else 0
+    return isinstance(when, int | float) and time.time() - when < RELINK_INTERVAL

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Any
@@ -12,19 +11,17 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponseBase
 
 from .conf import conf
+from .identity import link_request_visitor
 from .validation import is_valid_visitor_id
 
 logger = logging.getLogger("django_supalytics")
 
-#: Session key remembering ``[user pk, visitor ID, Unix time]`` of this session's last link.
-SESSION_KEY = "_supalytics_linked_vid"
-#: With ``ATTRIBUTION = "last"``, a session replaces the stored ID at most this often, so a
-#: client that varies its visitor ID cannot make every request write.
-RELINK_INTERVAL = 60.0
-
 
 class SupalyticsDetails:
-    """``request.supalytics``: the visitor ID of this request, read on first use."""
+    """``request.supalytics``: the visitor ID of this request, read on first use.
+
+    A pure read of the request's cookie and header: storing the ID on the user is
+    ``identity.link_request_visitor``, which the middleware calls."""
 
     def __init__(self, request: HttpRequest) -> None:
         self.request = request
@@ -66,42 +63,6 @@ class SupalyticsDetails:
 
         return await atrack(name, request=self.request, **kwargs)
 
-    def mark_linked(self, user: Any) -> None:
-        session = getattr(self.request, "session", None)
-        if session is not None and self.visitor_id:
-            session[SESSION_KEY] = [str(user.pk), self.visitor_id, int(time.time())]
-
-    def _linked_already(self, user: Any, visitor_id: str) -> bool:
-        """True when this session needs no look-up: nothing can have changed since its link."""
-        session = getattr(self.request, "session", None)
-        remembered = session.get(SESSION_KEY) if session is not None else None
-        if not isinstance(remembered, list) or len(remembered) < 2:
-            return False
-        if remembered[0] != str(user.pk):
-            return False
-        if remembered[1] == visitor_id:
-            return True
-        if conf.ATTRIBUTION != "last":
-            # First touch: once linked, the user keeps its ID whatever this session sends.
-            return True
-        when = remembered[2] if len(remembered) > 2 else 0
-        return isinstance(when, int | float) and time.time() - when < RELINK_INTERVAL
-
-    def link_user(self) -> None:
-        """Store the visitor ID on the logged-in user, unless this session already did."""
-        visitor_id = self.visitor_id
-        if not visitor_id:
-            return
-        user = getattr(self.request, "user", None)
-        if user is None or not user.is_authenticated:
-            return
-        if self._linked_already(user, visitor_id):
-            return
-        from .identity import link_visitor
-
-        link_visitor(user, visitor_id)
-        self.mark_linked(user)
-
     def __repr__(self) -> str:
         # Never the ID itself: reprs end up on debug pages and in error trackers.
         state = "set" if self.visitor_id else "none"
@@ -130,12 +91,12 @@ class VisitorIdMiddleware:
         details = SupalyticsDetails(request)
         request.supalytics = details  # type: ignore[attr-defined]
         if details.visitor_id:
-            details.link_user()
+            link_request_visitor(request)
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         details = SupalyticsDetails(request)
         request.supalytics = details  # type: ignore[attr-defined]
         if details.visitor_id:
-            await sync_to_async(details.link_user)()
+            await sync_to_async(link_request_visitor)(request)
         return await self.get_response(request)  # type: ignore[misc, no-any-return]

@@ -243,7 +243,7 @@ def test_a_client_varying_its_visitor_id_writes_once_with_first_touch(client, dj
 def test_last_touch_replaces_at_most_once_a_minute_per_session(
     client, django_user_model, settings, monkeypatch
 ):
-    from django_supalytics import middleware
+    from django_supalytics import identity
 
     settings.SUPALYTICS = {**settings.SUPALYTICS, "ATTRIBUTION": "last"}
     user = django_user_model.objects.create(username="u")
@@ -254,7 +254,7 @@ def test_last_touch_replaces_at_most_once_a_minute_per_session(
             client.get("/", HTTP_X_SUPALYTICS_VISITOR_ID=f"v{i}")
     assert _writes(queries) == []
     assert VisitorIdentity.objects.get(user=user).visitor_id == "v0"
-    monkeypatch.setattr(middleware, "RELINK_INTERVAL", 0.0)
+    monkeypatch.setattr(identity, "RELINK_INTERVAL", 0.0)
     client.get("/", HTTP_X_SUPALYTICS_VISITOR_ID="v6")
     assert VisitorIdentity.objects.get(user=user).visitor_id == "v6"
 

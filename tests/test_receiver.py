@@ -394,3 +394,17 @@ def test_standalone_control_needs_its_token_and_refuses_cross_origin_posts(stand
     )
     assert simple.status_code in (403, 415)
     assert requests.get(events_url, headers=auth, timeout=10).json()["count"] == 1
+
+
+def test_every_reset_forgets_received_events_unless_asked_to_keep_them(url, supalytics_receiver):
+    base = supalytics_receiver.base_url
+    assert post(url, {"name": "a"}).status_code == 200
+    requests.delete(f"{base}/v1/_control/faults", json={}, timeout=10).raise_for_status()
+    assert supalytics_receiver.events().count() == 1  # DELETE faults keeps the events
+    faults.reset(received=False)
+    assert supalytics_receiver.events().count() == 1
+    faults.reset()  # like POST /v1/_control/reset
+    assert supalytics_receiver.events().count() == 0
+    assert post(url, {"name": "b"}).status_code == 200
+    requests.post(f"{base}/v1/_control/reset", json={}, timeout=10).raise_for_status()
+    assert supalytics_receiver.events().count() == 0

@@ -141,7 +141,7 @@ class FaultsView(ControlView):
         return Response({"success": True, "id": fault.id}, status=201)
 
     def delete(self, request: Request) -> Response:
-        faults.reset()
+        faults.reset(received=False)
         return Response({"success": True})
 
 

@@ -132,9 +132,9 @@ def _check_types(
         raise ValueError("api_key must be a string")
 
 
-def reset(received: bool = False) -> None:
-    """Remove every fault, start new rate-limit windows, zero the answer counts; with
-    ``received``, forget the received events too."""
+def reset(received: bool = True) -> None:
+    """Remove every fault, start new rate-limit windows, zero the answer counts, and forget
+    the received events (``received=False`` keeps them), as ``POST /v1/_control/reset`` does."""
     from . import stats
 
     current = state()
