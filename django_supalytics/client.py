@@ -203,7 +203,9 @@ def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> O
     if kind is Kind.SENT:
         wait = None
         if response.headers.get("X-RateLimit-Remaining", "").strip() == "0":
-            wait = parse_ratelimit_reset(response.headers.get("X-RateLimit-Reset"), now)
+            reset = parse_ratelimit_reset(response.headers.get("X-RateLimit-Reset"), now)
+            # Capped like a 429's wait: a server clock an hour off must not stall delivery.
+            wait = None if reset is None else min(reset, conf.RATE_LIMIT_WAIT_MAX)
         return Outcome(kind, response.status_code, "", wait)
     if kind is Kind.RATE_LIMITED:
         wait = rate_limit_wait(response.headers, now, conf.RATE_LIMIT_WAIT_MAX)

@@ -156,6 +156,16 @@ def test_post_success_with_none_remaining_asks_for_a_pause(endpoint):
     assert post_event({"name": "a"}, "k", "sly_x").wait == 1.0
 
 
+def test_a_pause_asked_by_a_success_is_capped(endpoint, settings):
+    """A server clock an hour ahead: X-RateLimit-Reset an hour away pauses RATE_LIMIT_WAIT_MAX."""
+    import time
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RATE_LIMIT_WAIT_MAX": 5.0}
+    reset = str(int(time.time()) + 3600)
+    endpoint.script(Answer(200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}))
+    assert post_event({"name": "a"}, "k", "sly_x").wait == 5.0
+
+
 @pytest.mark.parametrize(
     "key", ["sly_secret\nX-Evil: 1", "sly_secret_\u043a\u043b\u044e\u0447", "sly_secret\x7f", ""]
 )
