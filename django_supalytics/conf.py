@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "BACKOFF_BASE": 2.0,
     "BACKOFF_MAX": 900.0,
     "RATE_LIMIT_WAIT_MAX": 60.0,
+    "OUTAGE_THRESHOLD": 5,
+    "OUTAGE_PROBE_BASE": 1.0,
+    "OUTAGE_PROBE_MAX": 60.0,
     "MAX_COUNTDOWN": 30.0,
     "LEASE_SECONDS": 60.0,
     "SWEEP_GRACE": 60.0,
@@ -105,6 +108,18 @@ class Settings:
     @property
     def RATE_LIMIT_WAIT_MAX(self) -> float:
         return float(self._get("RATE_LIMIT_WAIT_MAX"))
+
+    @property
+    def OUTAGE_THRESHOLD(self) -> int:
+        return int(self._get("OUTAGE_THRESHOLD"))
+
+    @property
+    def OUTAGE_PROBE_BASE(self) -> float:
+        return float(self._get("OUTAGE_PROBE_BASE"))
+
+    @property
+    def OUTAGE_PROBE_MAX(self) -> float:
+        return float(self._get("OUTAGE_PROBE_MAX"))
 
     @property
     def MAX_COUNTDOWN(self) -> float:
