@@ -25,6 +25,7 @@ from . import client
 from .client import Kind, Outcome
 from .conf import conf
 from .models import OutboxEvent
+from .outage import Circuit, get_circuit
 from .ratelimit import RateLimiter, get_limiter
 from .signals import event_delivered, event_failed, send_safely
 
@@ -164,13 +165,21 @@ def _attempt(
     event: OutboxEvent,
     api_key: str,
     limiter: RateLimiter,
+    circuit: Circuit,
     stop: list[_Deferred],
     sleep: Callable[[float], None],
 ) -> Outcome | _Deferred:
-    """Take a rate-limit slot and POST: the network part, with no database access."""
+    """Pass the outage circuit, take a rate-limit slot and POST: the network part, with no
+    database access."""
     if stop:
         return stop[0]
     try:
+        admission = circuit.admit()
+        if not admission.allowed:
+            # The API fails for everyone: no request, no attempt spent; the batch waits.
+            error = f"not sent: the API is failing; next try in {admission.delay:.0f} s"
+            stop.append(_Deferred(max(admission.delay, 0.1), error))
+            return stop[0]
         reservation = limiter.reserve(SLOT_SLEEP_MAX)
     except Exception as exc:
         # The limiter's store (Redis) is unreachable: sending without it could break the limit
@@ -185,7 +194,20 @@ def _attempt(
         return stop[0]
     if reservation.delay > 0:
         sleep(reservation.delay)
+        # A pause another worker set meanwhile (its 429) also stops a slot reserved before it.
+        paused = _paused(limiter)
+        if paused > 0:
+            stop.append(_Deferred(paused))
+            return stop[0]
     outcome = client.post_event(event.payload, str(event.uuid), api_key)
+    try:
+        opened = circuit.report(outcome.kind is not Kind.RETRY, admission.probe)
+    except Exception as exc:  # the answer is in hand and must be recorded
+        logger.warning("supalytics: could not report to the outage circuit: %r", exc)
+        opened = 0.0
+    if opened:
+        logger.warning("supalytics: the API is failing; sending paused for %.0f s", opened)
+        stop.append(_Deferred(opened, f"not sent: the API is failing; next try in {opened:.0f} s"))
     if outcome.wait:
         try:
             limiter.pause(outcome.wait)
@@ -194,6 +216,13 @@ def _attempt(
             logger.warning("supalytics: could not pause the rate limiter: %r", exc)
             stop.append(_Deferred(outcome.wait))
     return outcome
+
+
+def _paused(limiter: RateLimiter) -> float:
+    try:
+        return limiter.paused()
+    except Exception:  # the store is down: the next reserve() says so
+        return 0.0
 
 
 def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Result:
@@ -230,13 +259,14 @@ def send_batch(
     else:
         stop: list[_Deferred] = []
         limiter = get_limiter(api_key)
+        circuit = get_circuit(api_key)
         concurrency = min(conf.SEND_CONCURRENCY, len(batch))
         if concurrency <= 1:
-            outcomes = [_attempt(event, api_key, limiter, stop, sleep) for event in batch]
+            outcomes = [_attempt(event, api_key, limiter, circuit, stop, sleep) for event in batch]
         else:
             outcomes = list(
                 _executor(concurrency).map(
-                    lambda event: _attempt(event, api_key, limiter, stop, sleep), batch
+                    lambda event: _attempt(event, api_key, limiter, circuit, stop, sleep), batch
                 )
             )
     results, to_signal = _record_all(batch, outcomes, sleep)

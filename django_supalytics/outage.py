@@ -31,7 +31,7 @@ local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 if open_until == 0 then return {1, 0, '0'} end
 if open_until > now then return {0, 0, tostring(open_until - now)} end
 local probe_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
-if probe_until > now then return {0, 0, tostring(probe_until - now)} end
+if probe_until > now then return {0, 0, tostring(math.min(probe_until - now, 1))} end
 redis.call('HSET', KEYS[1], 'probe_until', tostring(now + tonumber(ARGV[1])))
 return {1, 1, '0'}
 """
@@ -130,7 +130,8 @@ class LocalCircuit:
             if state["open_until"] > now:
                 return Admission(False, delay=state["open_until"] - now)
             if state.get("probe_until", 0.0) > now:
-                return Admission(False, delay=state["probe_until"] - now)
+                # The probe's answer is due soon: look again in a second at most.
+                return Admission(False, delay=min(state["probe_until"] - now, 1.0))
             state["probe_until"] = now + _settings()[3]
             return Admission(True, probe=True)
 

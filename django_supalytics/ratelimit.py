@@ -55,6 +55,13 @@ return tostring(math.max(untl, paused) - now)
 """
 
 
+_PAUSED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return tostring(math.max(0, tonumber(redis.call('GET', KEYS[1]) or '0') - now))
+"""
+
+
 @dataclass(frozen=True)
 class Reservation:
     """``granted``: a slot is ours, ``delay`` seconds from now. Else: try again in ``delay``."""
@@ -67,6 +74,10 @@ class RateLimiter(Protocol):
     def reserve(self, max_wait: float) -> Reservation: ...
 
     def pause(self, seconds: float) -> None: ...
+
+    def paused(self) -> float:
+        """Seconds left of a pause any worker set (a 429), or 0."""
+        ...
 
 
 def key_id(api_key: str) -> str:
@@ -113,6 +124,9 @@ class RedisRateLimiter:
     def pause(self, seconds: float) -> None:
         self._client.eval(_PAUSE, 1, self._pause_key, repr(max(0.0, seconds)))
 
+    def paused(self) -> float:
+        return max(0.0, float(self._client.eval(_PAUSED, 1, self._pause_key)))
+
 
 class LocalRateLimiter:
     """The same algorithm in any Django cache, atomic within one process only."""
@@ -143,6 +157,10 @@ class LocalRateLimiter:
             until = time.time() + max(0.0, seconds)
             if until > float(self._cache.get(self._pause_key) or 0.0):
                 self._cache.set(self._pause_key, until, math.ceil(seconds) + 2)
+
+    def paused(self) -> float:
+        with self._lock:
+            return max(0.0, float(self._cache.get(self._pause_key) or 0.0) - time.time())
 
 
 def get_limiter(api_key: str) -> RateLimiter:

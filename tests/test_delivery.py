@@ -390,3 +390,65 @@ def test_a_limiter_store_that_is_down_pauses_sending(endpoint, settings):
         row = _reload(event)
         assert (row.status, row.attempts) == ("pending", 0)
         assert "rate limiter unavailable" in row.last_error
+
+
+@pytest.fixture
+def outage_settings(endpoint, settings):
+    settings.SUPALYTICS = {
+        **settings.SUPALYTICS,
+        "OUTAGE_THRESHOLD": 3,
+        "OUTAGE_PROBE_BASE": 0.3,
+        "SEND_CONCURRENCY": 1,
+    }
+    from django_supalytics import outage
+
+    outage.LocalCircuit._states.clear()
+    return endpoint
+
+
+def test_an_api_failing_for_everyone_stops_sending_without_spending_attempts(outage_settings):
+    outage_settings.script(*[Answer(503, {"error": "down"})] * 20)
+    events = [track(f"e{i}") for i in range(8)]
+    results = delivery.deliver_many([e.pk for e in events])
+    assert len(outage_settings.requests) == 3  # the failures that opened the circuit
+    rows = [_reload(e) for e in events]
+    assert [r.attempts for r in rows] == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert all(r.status == "pending" for r in rows)
+    assert all("the API is failing" in r.last_error for r in rows[3:])
+    assert {r.outcome for r in results[3:]} == {"deferred"}
+
+
+def test_one_probe_then_the_backlog_goes_when_the_api_heals(outage_settings):
+    outage_settings.script(*[Answer(503, {"error": "down"})] * 4)  # 3 to open, 1 probe
+    events = [track(f"e{i}") for i in range(6)]
+    pks = [e.pk for e in events]
+    delivery.deliver_many(pks)
+    OutboxEvent.objects.update(next_attempt_at=timezone.now())
+    time.sleep(0.35)
+    delivery.deliver_many(pks)  # the probe fails: open again, for twice as long
+    assert len(outage_settings.requests) == 4
+    assert sum(r.attempts for r in OutboxEvent.objects.all()) == 4
+    OutboxEvent.objects.update(next_attempt_at=timezone.now())
+    time.sleep(0.65)
+    delivery.deliver_many(pks)  # the probe succeeds; the rest follow at once
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"sent"}
+    assert len(outage_settings.requests) == 4 + 6
+
+
+def test_a_pause_set_meanwhile_stops_a_slot_reserved_before_it(endpoint, settings):
+    """Worker A reserved a slot 0.3 s ahead; worker B's 429 pauses everyone meanwhile."""
+    from django_supalytics.ratelimit import get_limiter
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RATE_LIMIT": 3}
+    limiter = get_limiter(settings.SUPALYTICS["API_KEY"])
+    assert limiter.reserve(1.0).granted  # the slot now is taken: the next is 0.33 s away
+    event = track("e")
+
+    def sleep_then_someone_pauses(seconds):
+        time.sleep(seconds)
+        limiter.pause(5.0)
+
+    result = delivery.deliver_many([event.pk], sleep=sleep_then_someone_pauses)[0]
+    assert result.outcome == "deferred" and 4 < (result.retry_in or 0) <= 5
+    assert endpoint.requests == []
+    assert _reload(event).attempts == 0
