@@ -49,15 +49,23 @@ def apply_task(task: Any, args: tuple[Any, ...], countdown: float | None = None)
     return True
 
 
-def publish(event_ids: list[int], countdown: float | None = None) -> bool:
-    """Enqueue delivery of ``event_ids`` in messages of up to ``BATCH_SIZE``."""
+def publish(event_ids: list[int], countdown: float | None = None, using: str | None = None) -> bool:
+    """Enqueue delivery of ``event_ids`` in messages of up to ``BATCH_SIZE``.
+
+    Rows in a database other than the outbox's default (``track(using=...)``) are named with
+    their alias in the message, so that the worker claims them there.
+    """
+    from .models import outbox_alias
     from .tasks import deliver_event, deliver_events
 
+    elsewhere = using is not None and using != outbox_alias()
     size = conf.BATCH_SIZE
     ok = True
     for start in range(0, len(event_ids), size):
         chunk = event_ids[start : start + size]
-        if len(chunk) == 1:
+        if elsewhere:
+            ok &= apply_task(deliver_events, (chunk, using), countdown)
+        elif len(chunk) == 1:
             ok &= apply_task(deliver_event, (chunk[0],), countdown)
         else:
             ok &= apply_task(deliver_events, (chunk,), countdown)
@@ -68,23 +76,23 @@ class Publisher:
     """A daemon thread that publishes what committed transactions hand it."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[int], str | None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._unfinished = 0
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def submit(self, event_ids: list[int]) -> None:
+    def submit(self, event_ids: list[int], using: str | None = None) -> None:
         if not event_ids:
             return
         if conf.ENQUEUE == "inline" or _celery_is_eager():
-            publish(event_ids)
+            publish(event_ids, using=using)
             return
         with self._lock:
             self._ensure_thread()
             self._unfinished += 1
-        self._queue.put(event_ids)
+        self._queue.put((event_ids, using))
 
     def _ensure_thread(self) -> None:
         # A forked child (a prefork server) inherits no running thread: start its own.
@@ -108,8 +116,12 @@ class Publisher:
                     batches.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
+            by_alias: dict[str | None, list[int]] = {}
+            for ids, using in batches:
+                by_alias.setdefault(using, []).extend(ids)
             try:
-                publish([pk for batch in batches for pk in batch])
+                for using, ids in by_alias.items():
+                    publish(ids, using=using)
             finally:
                 with self._idle:
                     self._unfinished -= len(batches)
@@ -134,24 +146,25 @@ def _celery_is_eager() -> bool:
 class _TransactionBatch:
     """The events of one transaction, handed to the publisher once, on commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, using: str) -> None:
         self.ids: list[int] = []
+        self.using = using
 
     def __call__(self) -> None:
-        publisher.submit(self.ids)
+        publisher.submit(self.ids, self.using)
 
 
 def schedule(event_id: int, using: str) -> None:
     """Have ``event_id`` delivered once the current transaction on ``using`` commits."""
     connection = connections[using]
     if not connection.in_atomic_block:
-        publisher.submit([event_id])  # autocommit: the row is committed already
+        publisher.submit([event_id], using)  # autocommit: the row is committed already
         return
     batch = getattr(connection, "_supalytics_batch", None)
     # The batch is reused while its callback is still registered; a rollback discards the
     # callback (and the rows), and the next track() starts a new batch.
     if batch is None or not any(entry[1] is batch for entry in connection.run_on_commit):
-        batch = _TransactionBatch()
+        batch = _TransactionBatch(using)
         connection._supalytics_batch = batch  # type: ignore[attr-defined]
         connection.on_commit(batch)
     batch.ids.append(event_id)

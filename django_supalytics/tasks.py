@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
@@ -23,7 +22,7 @@ def enqueue(event_id: int, countdown: float | None = None) -> bool:
     return apply_task(deliver_event, (event_id,), countdown)
 
 
-def _requeue(results: list[delivery.Result]) -> None:
+def _requeue(results: list[delivery.Result], using: str | None = None) -> None:
     """Re-enqueue what is due again soon; longer waits are left to the sweeper, so that no
     countdown comes near a broker's visibility timeout."""
     by_wait: dict[float, list[int]] = {}
@@ -33,7 +32,7 @@ def _requeue(results: list[delivery.Result]) -> None:
             wait = math.ceil(result.retry_in * 10) / 10 + 0.05
             by_wait.setdefault(wait, []).append(result.event_id)
     for wait, ids in by_wait.items():
-        publish(ids, countdown=wait)
+        publish(ids, countdown=wait, using=using)
 
 
 @shared_task(name="django_supalytics.tasks.deliver_event", ignore_result=True)
@@ -45,10 +44,11 @@ def deliver_event(event_id: int) -> str:
 
 
 @shared_task(name="django_supalytics.tasks.deliver_events", ignore_result=True)
-def deliver_events(event_ids: list[int]) -> dict[str, int]:
-    """Deliver the given outbox rows (those due and free), oldest first, claimed at once."""
-    results = delivery.deliver_many(list(event_ids))
-    _requeue(results)
+def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, int]:
+    """Deliver the given outbox rows (those due and free), oldest first, claimed at once, from
+    the database ``using`` (default: the router's for ``OutboxEvent``)."""
+    results = delivery.deliver_many(list(event_ids), using=using)
+    _requeue(results, using)
     outcomes: dict[str, int] = {}
     for result in results:
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
@@ -57,11 +57,14 @@ def deliver_events(event_ids: list[int]) -> dict[str, int]:
 
 @shared_task(name="django_supalytics.tasks.sweep_outbox", ignore_result=True)
 def sweep_outbox() -> dict[str, int]:
-    """Reclaim expired leases, and re-enqueue rows that have been due for a while."""
-    reclaimed = delivery.reclaim_expired()
-    # Rows due for less than SWEEP_GRACE probably have their own message on its way.
-    pks = list(delivery.due(conf.SWEEP_GRACE).values_list("pk", flat=True)[:SWEEP_LIMIT])
-    enqueued = len(pks) if publish(pks) else 0
+    """Reclaim expired leases, and re-enqueue rows that have been due for a while, in every
+    outbox database."""
+    reclaimed = enqueued = 0
+    for alias in delivery.outbox_aliases():
+        reclaimed += delivery.reclaim_expired(alias)
+        # Rows due for less than SWEEP_GRACE probably have their own message on its way.
+        pks = list(delivery.due(conf.SWEEP_GRACE, alias).values_list("pk", flat=True)[:SWEEP_LIMIT])
+        enqueued += len(pks) if publish(pks, using=alias) else 0
     if reclaimed or enqueued:
         logger.info("supalytics sweep: %d leases reclaimed, %d re-enqueued", reclaimed, enqueued)
     return {"reclaimed": reclaimed, "enqueued": enqueued}
@@ -69,5 +72,6 @@ def sweep_outbox() -> dict[str, int]:
 
 @shared_task(name="django_supalytics.tasks.purge_outbox", ignore_result=True)
 def purge_outbox(**kwargs: Any) -> int:
-    """Delete sent rows older than ``RETENTION_DAYS``, in batches."""
-    return delivery.purge(timedelta(days=conf.RETENTION_DAYS), **kwargs)
+    """Delete sent rows older than ``RETENTION_DAYS`` and failed ones older than
+    ``FAILED_RETENTION_DAYS``, in batches."""
+    return delivery.purge_expired(**kwargs)

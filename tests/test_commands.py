@@ -112,7 +112,12 @@ def test_status_counts_and_json():
 def _aged(name, status, days):
     event = track(name)
     when = timezone.now() - timedelta(days=days)
-    OutboxEvent.objects.filter(pk=event.pk).update(status=status, sent_at=when, created_at=when)
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        status=status,
+        sent_at=when if status == "sent" else None,
+        failed_at=when if status == "failed" else None,
+        created_at=when,
+    )
     return event
 
 

@@ -1,13 +1,13 @@
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from unittest import mock
 
 import pytest
 from django.utils import timezone
 
 from django_supalytics import delivery, track
-from django_supalytics.models import OutboxEvent
+from django_supalytics.models import OutboxEvent, db_now
 from django_supalytics.ratelimit import Reservation
 from django_supalytics.signals import event_delivered, event_failed
 from tests.httpserver import DROP, Answer
@@ -240,7 +240,7 @@ def test_purge_deletes_old_sent_rows_only():
     pending = track("d")
     OutboxEvent.objects.filter(pk=sent_old.pk).update(status="sent", sent_at=old)
     OutboxEvent.objects.filter(pk=sent_new.pk).update(status="sent", sent_at=timezone.now())
-    OutboxEvent.objects.filter(pk=failed_old.pk).update(status="failed", created_at=old)
+    OutboxEvent.objects.filter(pk=failed_old.pk).update(status="failed", failed_at=old)
     assert delivery.purge(timedelta(days=7), batch_size=1) == 1
     assert set(OutboxEvent.objects.values_list("name", flat=True)) == {"b", "c", "d"}
     assert delivery.purge(timedelta(days=7), include_failed=True) == 1
@@ -306,3 +306,143 @@ def test_concurrent_claimers_never_claim_the_same_row():
     every = [pk for mine in claimed for pk in mine]
     assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
     assert sum(1 for mine in claimed if mine) >= 2  # and the work was really shared
+
+
+def test_purge_keeps_failed_rows_by_when_they_failed_not_when_created():
+    long_ago = timezone.now() - timedelta(days=60)
+    recent = track("failed_yesterday")
+    OutboxEvent.objects.filter(pk=recent.pk).update(
+        status="failed", created_at=long_ago, failed_at=timezone.now() - timedelta(days=1)
+    )
+    old = track("failed_long_ago")
+    OutboxEvent.objects.filter(pk=old.pk).update(
+        status="failed", created_at=long_ago, failed_at=long_ago
+    )
+    deleted = delivery.purge(
+        timedelta(days=7), include_failed=True, failed_older_than=timedelta(days=30)
+    )
+    assert deleted == 1
+    assert list(OutboxEvent.objects.values_list("name", flat=True)) == ["failed_yesterday"]
+
+
+def test_purge_expired_applies_both_retentions(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RETENTION_DAYS": 7, "FAILED_RETENTION_DAYS": 30}
+    for name, status, days in [("s8", "sent", 8), ("s6", "sent", 6), ("f31", "failed", 31)]:
+        event = track(name)
+        when = timezone.now() - timedelta(days=days)
+        OutboxEvent.objects.filter(pk=event.pk).update(status=status, sent_at=when, failed_at=when)
+    failed_10 = track("f10")
+    OutboxEvent.objects.filter(pk=failed_10.pk).update(
+        status="failed", failed_at=timezone.now() - timedelta(days=10)
+    )
+    assert delivery.purge_expired() == 2
+    assert set(OutboxEvent.objects.values_list("name", flat=True)) == {"s6", "f10"}
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "FAILED_RETENTION_DAYS": None}
+    OutboxEvent.objects.filter(pk=failed_10.pk).update(
+        failed_at=timezone.now() - timedelta(days=1000)
+    )
+    assert delivery.purge_expired() == 0  # None keeps failed rows for good
+
+
+def test_purge_keeps_a_row_retried_after_it_was_selected():
+    """The DELETE repeats the condition: a failed row retried meanwhile is not deleted."""
+    from django_supalytics.models import OutboxEventQuerySet
+
+    event = track("retried_meanwhile")
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        status="failed", failed_at=timezone.now() - timedelta(days=60)
+    )
+    select = OutboxEventQuerySet.values_list
+
+    def select_then_retry(self, *args, **kwargs):
+        pks = list(select(self, *args, **kwargs))
+        # An admin's "Retry now" commits between the purge's SELECT and its DELETE.
+        OutboxEvent.objects.filter(pk=event.pk).update(status="pending", failed_at=None)
+        return pks
+
+    with mock.patch.object(OutboxEventQuerySet, "values_list", select_then_retry):
+        deleted = delivery.purge(timedelta(days=7), include_failed=True)
+    assert deleted == 0
+    assert _reload(event).status == "pending"
+
+
+# One clock: the database's. Another process's clock (timezone.now) is off by an hour.
+
+
+@pytest.fixture(params=[timedelta(hours=1), timedelta(hours=-1)], ids=["ahead", "behind"])
+def skewed(request):
+    """A context in which this process's clock (django.utils.timezone.now) is off by an hour
+    from the database's: the web server or the worker of another machine."""
+    real_now = timezone.now
+
+    def skew():
+        return mock.patch(
+            "django.utils.timezone.now", side_effect=lambda: real_now() + request.param
+        )
+
+    return skew
+
+
+def test_rows_tracked_on_a_skewed_web_server_are_due_at_once(skewed):
+    with skewed():
+        event = track("skewed")
+    claimed = delivery.claim([event.pk])
+    assert [e.pk for e in claimed] == [event.pk]
+    row = _reload(event)
+    assert abs(row.next_attempt_at - timezone.now()) < timedelta(minutes=5)
+
+
+def test_a_skewed_worker_claims_due_rows_and_leases_by_the_database_clock(skewed):
+    event = track("e")
+    with skewed():
+        [claimed] = delivery.claim([event.pk])
+    row = _reload(event)
+    assert row.lease_owner == claimed.lease_owner
+    assert abs(row.lease_expires_at - (timezone.now() + timedelta(seconds=60))) < timedelta(
+        minutes=5
+    )
+
+
+def test_a_skewed_worker_neither_steals_a_live_lease_nor_misses_an_expired_one(skewed):
+    live = track("live")
+    expired = track("expired")
+    [held] = delivery.claim([live.pk])
+    delivery.claim([expired.pk])
+    # The database says this lease ran out a second ago.
+    OutboxEvent.objects.filter(pk=expired.pk).update(
+        lease_expires_at=db_now(-1), next_attempt_at=db_now(-120)
+    )
+    with skewed():
+        assert delivery.reclaim_expired() == 1
+        assert [e.pk for e in delivery.claim(limit=10)] == [expired.pk]
+    assert _reload(live).lease_owner == held.lease_owner
+
+
+def test_a_wait_is_timed_by_the_database_clock(endpoint, skewed):
+    endpoint.script(Answer(429, {"error": "rate_limited"}, {"Retry-After": "30"}))
+    event = track("e")
+    with skewed():
+        assert delivery.deliver(event.pk).outcome == "rate_limited"
+        [early] = delivery.deliver_many([event.pk])
+    assert early.outcome == "deferred"
+    assert early.retry_in is not None and 20 < early.retry_in <= 30
+    row = _reload(event)
+    assert abs(row.next_attempt_at - (timezone.now() + timedelta(seconds=30))) < timedelta(
+        minutes=5
+    )
+
+
+def test_recorded_times_are_read_back_for_the_signals(endpoint):
+    seen = []
+
+    def receiver(sender, event, **kwargs):
+        seen.append(event.sent_at)
+
+    event_delivered.connect(receiver)
+    try:
+        assert delivery.deliver(track("e").pk).outcome == "sent"
+    finally:
+        event_delivered.disconnect(receiver)
+    [sent_at] = seen
+    assert isinstance(sent_at, datetime)
+    assert abs(sent_at - timezone.now()) < timedelta(minutes=5)

@@ -1,0 +1,222 @@
+"""The outbox at production size: do the queries that run stay flat as sent rows pile up?
+
+    .venv/bin/python bench/outbox_size.py [--sizes 0 1000000 10000000] [--rounds 15]
+
+PostgreSQL only. The retained history (``sent`` rows, 1 to 8 days old) is filled by one
+``INSERT ... SELECT generate_series`` statement per size, then ``VACUUM ANALYZE``; the live part
+is the same at every size: 1,000 due ``pending`` rows, 200 not yet due, 50 ``sending`` under a
+live lease, 20 under an expired one, 100 ``failed``, and 10,000 rows sent in the last 24 hours
+(a site's recent figures grow with its rate, not with its retention). Each query is timed
+(median of ``--rounds``) at every size and printed with its ratio to the empty history:
+
+- claim: ``delivery.claim(limit=50)``, rolled back;
+- sweep: the ``sweep_outbox`` task with publishing mocked away, rolled back;
+- status: ``manage.py supalytics_status --json``;
+- admin: the outbox changelist page, fetched by a logged-in superuser through the test client;
+- insert: 100 ``pending`` rows in one transaction (what every index costs a write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from io import StringIO
+
+from common import setup, throwaway_database
+
+setup()
+
+from unittest import mock
+
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.test import Client
+
+from django_supalytics.models import OutboxEvent
+
+TABLE = OutboxEvent._meta.db_table
+COLUMNS = (
+    "uuid, name, visitor_id, metadata, status, attempts, next_attempt_at, lease_owner, "
+    "lease_expires_at, last_status_code, last_error, created_at, sent_at, failed_at"
+)
+
+
+def fill(count: int, *, status: str, start: str, span: str, **extra: str) -> None:
+    """``count`` rows of ``status`` created evenly from ``now() - start`` over ``span``."""
+    if count <= 0:
+        return
+    values = {
+        "attempts": "1",
+        "next_attempt_at": "t",
+        "lease_owner": "NULL",
+        "lease_expires_at": "NULL",
+        "last_status_code": "200",
+        "last_error": "''",
+        "created_at": "t",
+        "sent_at": "t + interval '1 second'",
+        "failed_at": "NULL",
+        **extra,
+    }
+    select = ", ".join(
+        [
+            "gen_random_uuid()",
+            "(ARRAY['signup','login','page_view','subscription_created'])[1 + i %% 4]",
+            "md5(i::text)",
+            """'{"plan": "pro"}'::jsonb""",
+            f"'{status}'",
+            *(values[c] for c in COLUMNS.split(", ")[5:]),
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {select} FROM generate_series(1, %s) AS i, "
+            f"LATERAL (SELECT now() - interval '{start}' + (i::float8 / %s) * interval '{span}' "
+            "AS t) AS ts",
+            [count, count],
+        )
+
+
+def fill_live() -> None:
+    fill(10_000, status="sent", start="24 hours", span="23 hours")
+    fill(1_000, status="pending", start="10 minutes", span="9 minutes", sent_at="NULL")
+    fill(
+        200,
+        status="pending",
+        start="10 minutes",
+        span="9 minutes",
+        sent_at="NULL",
+        next_attempt_at="now() + interval '1 hour'",
+        last_status_code="500",
+        last_error="'boom'",
+    )
+    fill(
+        50,
+        status="sending",
+        start="1 minute",
+        span="30 seconds",
+        sent_at="NULL",
+        lease_owner="gen_random_uuid()",
+        lease_expires_at="now() + interval '1 hour'",
+    )
+    fill(
+        20,
+        status="sending",
+        start="1 hour",
+        span="30 seconds",
+        sent_at="NULL",
+        lease_owner="gen_random_uuid()",
+        lease_expires_at="now() - interval '50 minutes'",
+    )
+    fill(
+        100,
+        status="failed",
+        start="2 days",
+        span="1 day",
+        sent_at="NULL",
+        failed_at="t + interval '1 hour'",
+        last_status_code="400",
+        last_error="'invalid_name'",
+    )
+
+
+def vacuum() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {TABLE}")
+
+
+def median(fn: Callable[[], object], rounds: int) -> float:
+    fn()  # warm-up
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def rolled_back(fn: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        with transaction.atomic():
+            fn()
+            transaction.set_rollback(True)
+
+    return run
+
+
+def insert_100() -> None:
+    with transaction.atomic():
+        for i in range(100):
+            OutboxEvent.objects.create(name="bench_insert", visitor_id=f"v{i}", metadata={"i": i})
+        transaction.set_rollback(True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 1_000_000, 10_000_000])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+
+    from django.contrib.auth import get_user_model
+
+    from django_supalytics import delivery, tasks
+
+    with throwaway_database():
+        assert connection.vendor == "postgresql", "this benchmark needs PostgreSQL"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY 1", [TABLE]
+            )
+            indexes = [row[0] for row in cursor.fetchall()]
+        print(f"{len(indexes)} indexes on {TABLE}: {', '.join(indexes)}")
+        admin = get_user_model().objects.create_superuser("bench", "b@example.com", "x")
+        client = Client()
+        client.force_login(admin)
+        url = f"/admin/django_supalytics/{OutboxEvent._meta.model_name}/"
+
+        def changelist() -> None:
+            response = client.get(url)
+            assert response.status_code == 200, response.status_code
+
+        def sweep() -> None:
+            with mock.patch("django_supalytics.tasks.publish", return_value=True):
+                tasks.sweep_outbox()
+
+        queries: dict[str, Callable[[], object]] = {
+            "claim 50": rolled_back(lambda: delivery.claim(limit=50)),
+            "sweep": rolled_back(sweep),
+            "supalytics_status": lambda: call_command(
+                "supalytics_status", "--json", stdout=StringIO()
+            ),
+            "admin changelist": changelist,
+            "insert 100 rows": insert_100,
+        }
+        fill_live()
+        filled = 0
+        results: dict[int, dict[str, float]] = {}
+        for size in sorted(args.sizes):
+            start = time.perf_counter()
+            fill(size - filled, status="sent", start="8 days", span="7 days")
+            filled = size
+            vacuum()
+            print(f"history of {size:,} sent rows: filled in {time.perf_counter() - start:.0f} s")
+            results[size] = {name: median(fn, args.rounds) for name, fn in queries.items()}
+            for name, value in results[size].items():
+                print(f"  {name:<18} {value * 1e3:9.2f} ms")
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {TABLE}")
+
+    sizes = sorted(results)
+    base = sizes[0]
+    header = " | ".join(f"{s:,} rows" for s in sizes)
+    print(f"\n| query | {header} | ratio at {sizes[-1]:,} |")
+    print("|---|" + "---|" * (len(sizes) + 1))
+    for name in queries:
+        cells = " | ".join(f"{results[s][name] * 1e3:.2f} ms" for s in sizes)
+        ratio = results[sizes[-1]][name] / results[base][name]
+        print(f"| {name} | {cells} | {ratio:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
