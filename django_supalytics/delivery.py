@@ -49,7 +49,7 @@ class Result:
 def claim(
     ids: Iterable[int] | None = None, limit: int = 1, using: str | None = None
 ) -> list[OutboxEvent]:
-    """Lease up to ``limit`` due rows (oldest first), or those of ``ids`` that are due.
+    """Lease up to ``limit`` due rows (longest due first), or those of ``ids`` that are due.
 
     Everything happens on the outbox's database (``using``, else the router's for
     ``OutboxEvent``), in one transaction there; due times and the lease come from that
@@ -57,16 +57,17 @@ def claim(
     """
     alias = using or outbox_alias()
     rows = OutboxEvent.objects.using(alias)
+    candidates = rows if ids is None else rows.filter(pk__in=list(ids))
     token = uuid.uuid4()
     with transaction.atomic(using=alias):
-        qs = rows.claimable()
-        if ids is not None:
-            qs = qs.filter(pk__in=list(ids))
-        pks = list(
-            qs.order_by("created_at", "pk")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
-        )
+        # Pending rows, then expired leases, each in the order of its index: the scan stops
+        # after ``limit`` rows, so InnoDB locks no more than it returns (a sort would read and
+        # lock every due row, and concurrent claimers would skip them all), and PostgreSQL
+        # sorts nothing however large a backlog.
+        pks = _lock(candidates.due().order_by("next_attempt_at", "pk"), limit)
+        if len(pks) < limit:
+            expired = candidates.expired_leases().order_by("lease_expires_at", "pk")
+            pks += _lock(expired, limit - len(pks))
         if not pks:
             return []
         # Re-check the condition in the UPDATE: on backends without row locks (SQLite) a
@@ -78,7 +79,12 @@ def claim(
         )
         # Read back on the same connection (not a replica the router may pick for reads), by
         # primary key: lease_owner has no index.
-        return list(rows.filter(pk__in=pks, lease_owner=token).order_by("created_at", "pk"))
+        claimed = rows.filter(pk__in=pks, lease_owner=token)
+        return list(claimed.order_by("next_attempt_at", "pk"))
+
+
+def _lock(rows: OutboxEventQuerySet, limit: int) -> list[int]:
+    return list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
 
 
 def _rows(event: OutboxEvent) -> OutboxEventQuerySet:
@@ -309,7 +315,7 @@ def deliver_many(
 def deliver_due(
     limit: int, sleep: Callable[[float], None] = time.sleep, using: str | None = None
 ) -> list[Result]:
-    """Claim up to ``limit`` due rows, oldest first, in batches, and send them."""
+    """Claim up to ``limit`` due rows, longest due first, in batches, and send them."""
     results: list[Result] = []
     while len(results) < limit:
         batch = claim(limit=min(conf.BATCH_SIZE, limit - len(results)), using=using)

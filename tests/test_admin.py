@@ -1,4 +1,5 @@
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -158,3 +159,103 @@ def test_hourly_buckets_and_svg():
     assert sum(d for _, d, _ in rows) == 3  # the one 30 hours ago is out of range
     svg = str(hourly_svg(rows))
     assert svg.count("<rect") == 48 and "peak 2/h" in svg
+
+
+def _select_then(change):
+    """OutboxEventQuerySet.values_list that lets ``change`` commit right after the SELECT: a
+    worker (or another admin) acting between the action's SELECT and its UPDATE/DELETE."""
+    from django_supalytics.models import OutboxEventQuerySet
+
+    select = OutboxEventQuerySet.values_list
+
+    def values_list(self, *args, **kwargs):
+        rows = list(select(self, *args, **kwargs))
+        change()
+        return rows
+
+    return mock.patch.object(OutboxEventQuerySet, "values_list", values_list)
+
+
+def _messages(admin_client):
+    response = admin_client.get(reverse(CHANGELIST))
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_retry_now_leaves_a_row_sent_meanwhile(admin_client, django_capture_on_commit_callbacks):
+    failed = _failed()
+
+    def sent():
+        OutboxEvent.objects.filter(pk=failed.pk).update(status="sent", sent_at=timezone.now())
+
+    with _select_then(sent), django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse(CHANGELIST), {"action": "retry_now", "_selected_action": [failed.pk]}
+        )
+    assert _messages(admin_client) == ["0 event(s) queued for delivery now."]
+    assert OutboxEvent.objects.get(pk=failed.pk).status == "sent"
+
+
+def test_discard_leaves_a_row_claimed_meanwhile(admin_client):
+    failed = _failed()
+
+    def claimed():
+        OutboxEvent.objects.filter(pk=failed.pk).update(status="sending")
+
+    with _select_then(claimed):
+        admin_client.post(
+            reverse(CHANGELIST), {"action": "discard", "_selected_action": [failed.pk]}
+        )
+    assert _messages(admin_client) == ["0 event(s) discarded."]
+    assert OutboxEvent.objects.get(pk=failed.pk).status == "sending"
+
+
+def test_search_is_exact_on_name_and_visitor(admin_client):
+    track("signup_done", visitor_id="vis-1")
+    track("login", visitor_id="vis-2")
+    found = admin_client.get(reverse(CHANGELIST), {"q": "signup_done"}).context["cl"].result_list
+    assert [e.name for e in found] == ["signup_done"]
+    found = admin_client.get(reverse(CHANGELIST), {"q": "vis-2"}).context["cl"].result_list
+    assert [e.name for e in found] == ["login"]
+    # A substring would read every row of a large outbox: it finds nothing.
+    assert not admin_client.get(reverse(CHANGELIST), {"q": "signup"}).context["cl"].result_list
+
+
+def test_status_code_filter_has_fixed_choices(admin_client):
+    _failed()
+    track("no_answer_yet")
+    response = admin_client.get(reverse(CHANGELIST), {"code": "4xx"})
+    assert [e.name for e in response.context["cl"].result_list] == ["bad"]
+    response = admin_client.get(reverse(CHANGELIST), {"code": "none"})
+    assert [e.name for e in response.context["cl"].result_list] == ["no_answer_yet"]
+
+
+def test_the_unfiltered_list_of_a_large_outbox_is_counted_from_the_estimate(admin_client):
+    track("a")
+    _failed()
+    with mock.patch("django_supalytics.stats.estimated_rows", return_value=5_000_000):
+        unfiltered = admin_client.get(reverse(CHANGELIST)).context["cl"]
+        filtered = admin_client.get(reverse(CHANGELIST), {"status__exact": "failed"}).context["cl"]
+    assert unfiltered.result_count == 5_000_000
+    assert filtered.result_count == 1
+
+
+def test_summary_estimates_sent_rows_of_a_large_outbox():
+    track("pending")
+    _failed()
+    with mock.patch("django_supalytics.stats.estimated_rows", return_value=1_000_000):
+        figures = stats.summary()
+    assert figures.sent_estimated
+    assert figures.counts == {"pending": 1, "sending": 0, "failed": 1, "sent": 999_998}
+
+
+@pytest.mark.postgres
+def test_estimated_rows_reads_the_planner_statistics(monkeypatch):
+    from django.db import connection
+
+    for i in range(3):
+        track(f"e{i}")
+    assert stats.estimated_rows() is None  # small: counted exactly
+    monkeypatch.setattr(stats, "EXACT_COUNT_MAX", 0)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {OutboxEvent._meta.db_table}")
+    assert stats.estimated_rows() == 3

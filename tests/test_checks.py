@@ -146,3 +146,38 @@ def test_receiver_checks_shape_and_cache():
         CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
     ):
         assert "supalytics.W102" in {m.id for m in run_checks()}
+
+
+def test_e004_failed_retention_days():
+    assert "supalytics.E004" in ids(FAILED_RETENTION_DAYS=-1)
+    assert "supalytics.E004" in ids(FAILED_RETENTION_DAYS="30")
+    assert ids(FAILED_RETENTION_DAYS=None) == set()
+
+
+def test_e012_outbox_databases_must_be_aliases():
+    assert "supalytics.E012" in ids(OUTBOX_DATABASES=["nope"])
+    assert "supalytics.E012" in ids(OUTBOX_DATABASES="other")
+    assert ids(OUTBOX_DATABASES=["other"]) == set()
+
+
+@pytest.mark.django_db
+def test_e011_a_database_without_skip_locked_is_refused():
+    from unittest import mock
+
+    from django.db import connections
+
+    from django_supalytics.checks import check_database
+
+    connection = connections["default"]
+
+    assert check_database(databases=["default"]) == []
+    assert check_database(databases=None) == []  # database checks run only when asked
+    features = connection.features
+    with (
+        mock.patch.object(type(features), "has_select_for_update", True),
+        mock.patch.object(type(features), "has_select_for_update_skip_locked", False),
+        mock.patch.object(type(connection), "get_database_version", return_value=(10, 5, 9)),
+    ):
+        [error] = check_database(databases=["default"])
+    assert error.id == "supalytics.E011"
+    assert f"is {connection.display_name} 10.5.9" in error.msg

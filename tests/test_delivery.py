@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from unittest import mock
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from django_supalytics import delivery, track
@@ -11,6 +12,7 @@ from django_supalytics.models import OutboxEvent, db_now
 from django_supalytics.ratelimit import Reservation
 from django_supalytics.signals import event_delivered, event_failed
 from tests.httpserver import DROP, Answer
+from tests.routers import OutboxRouter
 
 pytestmark = pytest.mark.django_db
 
@@ -446,3 +448,128 @@ def test_recorded_times_are_read_back_for_the_signals(endpoint):
     [sent_at] = seen
     assert isinstance(sent_at, datetime)
     assert abs(sent_at - timezone.now()) < timedelta(minutes=5)
+
+
+# The outbox in more than one database
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_a_router_that_puts_the_outbox_in_another_database(endpoint, settings):
+    settings.DATABASE_ROUTERS = [OutboxRouter("other")]
+    with transaction.atomic(using="other"):
+        event = track("routed")
+    assert not OutboxEvent.objects.using("default").exists()
+    # Claim, send and record, each in a transaction on "other" (no TransactionManagementError).
+    assert delivery.deliver(event.pk).outcome == "sent"
+    assert OutboxEvent.objects.using("other").get(pk=event.pk).status == "sent"
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_a_read_replica_router_does_not_hide_the_rows_just_claimed(endpoint, settings):
+    # Reads go to "other", a replica that has not caught up (it has no rows at all).
+    settings.DATABASE_ROUTERS = [OutboxRouter("default", read_alias="other")]
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "sent"
+    assert OutboxEvent.objects.using("default").get(pk=event.pk).status == "sent"
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_rows_tracked_in_another_database_are_published_and_claimed_there(
+    endpoint, django_capture_on_commit_callbacks
+):
+    from django_supalytics import tasks
+
+    with (
+        mock.patch("django_supalytics.tasks.deliver_events.apply_async") as apply_async,
+        django_capture_on_commit_callbacks(using="other", execute=True),
+        transaction.atomic(using="other"),
+    ):
+        event = track("elsewhere", using="other")
+    assert apply_async.call_args.args[0] == ([event.pk], "other")
+    assert tasks.deliver_events([event.pk], "other") == {"sent": 1}
+    assert OutboxEvent.objects.using("other").get(pk=event.pk).status == "sent"
+    assert [r.json["name"] for r in endpoint.requests] == ["elsewhere"]
+
+
+# MariaDB / MySQL, for real
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"])
+def test_mariadb_claim_send_and_record(endpoint):
+    with transaction.atomic(using="mariadb"):
+        event = track("on_mariadb", visitor_id="v1", using="mariadb")
+    [claimed] = delivery.claim([event.pk], using="mariadb")
+    row = OutboxEvent.objects.using("mariadb").get(pk=event.pk)
+    assert (row.status, row.lease_owner) == ("sending", claimed.lease_owner)
+    # The database's clock, in UTC like every stored time (not the session's time zone).
+    assert abs(row.lease_expires_at - (timezone.now() + timedelta(seconds=60))) < timedelta(
+        minutes=5
+    )
+    assert delivery.send(claimed).outcome == "sent"
+    row = OutboxEvent.objects.using("mariadb").get(pk=event.pk)
+    assert (row.status, row.attempts, row.lease_owner) == ("sent", 1, None)
+    assert abs(row.sent_at - timezone.now()) < timedelta(minutes=5)
+    [request] = endpoint.requests
+    assert request.headers["Idempotency-Key"] == str(event.uuid)
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"])
+def test_mariadb_retry_waits_and_leases_expire_by_its_clock(endpoint):
+    endpoint.script(Answer(429, {"error": "rate_limited"}, {"Retry-After": "30"}))
+    event = track("e", using="mariadb")
+    assert delivery.deliver(event.pk, using="mariadb").outcome == "rate_limited"
+    [early] = delivery.deliver_many([event.pk], using="mariadb")
+    assert early.outcome == "deferred" and 20 < (early.retry_in or 0) <= 30
+    rows = OutboxEvent.objects.using("mariadb")
+    rows.filter(pk=event.pk).update(
+        status="sending", lease_expires_at=db_now(-1), next_attempt_at=db_now(-60)
+    )
+    assert delivery.reclaim_expired(using="mariadb") == 1
+    assert [e.pk for e in delivery.due(using="mariadb")] == [event.pk]
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"], transaction=True)
+def test_mariadb_concurrent_claimers_skip_locked_rows():
+    from django.db import connections
+
+    events = [track(f"e{i}", using="mariadb") for i in range(40)]
+    claimed: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def claimer():
+        try:
+            barrier.wait()
+            mine: list[int] = []
+            while batch := delivery.claim(limit=3, using="mariadb"):
+                mine.extend(e.pk for e in batch)
+            claimed.append(mine)
+        finally:
+            connections["mariadb"].close()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [pk for mine in claimed for pk in mine]
+    assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
+    assert sum(1 for mine in claimed if mine) >= 2
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"])
+def test_mariadb_purge_and_the_skip_locked_check(settings):
+    from django_supalytics.checks import check_database
+
+    settings.DATABASE_ROUTERS = [OutboxRouter("mariadb")]
+    assert check_database(databases=["mariadb"]) == []
+    old = track("old", using="mariadb")
+    OutboxEvent.objects.using("mariadb").filter(pk=old.pk).update(
+        status="sent", sent_at=db_now(-8 * 86400)
+    )
+    track("pending", using="mariadb")
+    assert delivery.purge(timedelta(days=7)) == 1
+    assert list(OutboxEvent.objects.using("mariadb").values_list("name", flat=True)) == ["pending"]
