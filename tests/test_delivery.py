@@ -502,6 +502,7 @@ def test_mariadb_claim_send_and_record(endpoint):
     [claimed] = delivery.claim([event.pk], using="mariadb")
     row = OutboxEvent.objects.using("mariadb").get(pk=event.pk)
     assert (row.status, row.lease_owner) == ("sending", claimed.lease_owner)
+    assert row.lease_expires_at is not None
     # The database's clock, in UTC like every stored time (not the session's time zone).
     assert abs(row.lease_expires_at - (timezone.now() + timedelta(seconds=60))) < timedelta(
         minutes=5
@@ -509,6 +510,7 @@ def test_mariadb_claim_send_and_record(endpoint):
     assert delivery.send(claimed).outcome == "sent"
     row = OutboxEvent.objects.using("mariadb").get(pk=event.pk)
     assert (row.status, row.attempts, row.lease_owner) == ("sent", 1, None)
+    assert row.sent_at is not None
     assert abs(row.sent_at - timezone.now()) < timedelta(minutes=5)
     [request] = endpoint.requests
     assert request.headers["Idempotency-Key"] == str(event.uuid)
