@@ -3,7 +3,8 @@
     .venv/bin/python bench/outbox_size.py [--sizes 0 1000000 10000000] [--rounds 15]
 
 PostgreSQL only. The retained history (``sent`` rows, 1 to 8 days old) is filled by one
-``INSERT ... SELECT generate_series`` statement per size, then ``VACUUM ANALYZE``; the live part
+``INSERT ... SELECT generate_series`` statement per size, with the indexes dropped and built
+again after it, then ``VACUUM ANALYZE``; the live part
 is the same at every size: 1,000 due ``pending`` rows, 200 not yet due, 50 ``sending`` under a
 live lease, 20 under an expired one, 100 ``failed``, and 10,000 rows sent in the last 24 hours
 (a site's recent figures grow with its rate, not with its retention). Each query is timed
@@ -21,7 +22,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from io import StringIO
 
 from common import setup, throwaway_database
@@ -121,6 +123,38 @@ def fill_live() -> None:
     )
 
 
+@contextmanager
+def indexes_dropped() -> Iterator[None]:
+    """Drop every index but the primary key, and build them again afterwards: a bulk fill, then
+    one sorted build per index, is many times faster than millions of random index inserts."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'u'",
+            [TABLE],
+        )
+        constraints = cursor.fetchall()
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s "
+            "AND indexname NOT LIKE '%%_pkey'",
+            [TABLE],
+        )
+        indexes = [row for row in cursor.fetchall() if row[0] not in dict(constraints)]
+        for name, _ in constraints:
+            cursor.execute(f'ALTER TABLE {TABLE} DROP CONSTRAINT "{name}"')
+        for name, _ in indexes:
+            cursor.execute(f'DROP INDEX "{name}"')
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET maintenance_work_mem = '512MB'")
+            for _, definition in indexes:
+                cursor.execute(definition)
+            for name, definition in constraints:
+                cursor.execute(f'ALTER TABLE {TABLE} ADD CONSTRAINT "{name}" {definition}')
+
+
 def vacuum() -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {TABLE}")
@@ -197,7 +231,8 @@ def main() -> None:
         results: dict[int, dict[str, float]] = {}
         for size in sorted(args.sizes):
             start = time.perf_counter()
-            fill(size - filled, status="sent", start="8 days", span="7 days")
+            with indexes_dropped():
+                fill(size - filled, status="sent", start="8 days", span="7 days")
             filled = size
             vacuum()
             print(f"history of {size:,} sent rows: filled in {time.perf_counter() - start:.0f} s")

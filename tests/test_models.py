@@ -1,0 +1,77 @@
+"""The outbox's indexes serve the queries that run (PostgreSQL plans, on a table whose rows are
+nearly all retained sent ones, as in production)."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from django_supalytics.models import OutboxEvent, db_now
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+TABLE = OutboxEvent._meta.db_table
+
+
+@pytest.fixture
+def large_outbox():
+    """20,000 sent rows and a few live ones, analyzed."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} (uuid, name, visitor_id, metadata, status, attempts, "
+            "next_attempt_at, last_error, created_at, sent_at) "
+            "SELECT gen_random_uuid(), 'e' || (i % 50), md5(i::text), '{}', 'sent', 1, "
+            "now() - i * interval '1 minute', '', now() - i * interval '1 minute', "
+            "now() - i * interval '1 minute' FROM generate_series(1, 20000) AS i"
+        )
+        cursor.execute(
+            f"INSERT INTO {TABLE} (uuid, name, visitor_id, metadata, status, attempts, "
+            "next_attempt_at, lease_expires_at, last_error, created_at, failed_at) "
+            "SELECT gen_random_uuid(), 'live', '', '{}', s, 0, now(), "
+            "CASE WHEN s = 'sending' THEN now() END, '', now(), "
+            "CASE WHEN s = 'failed' THEN now() END "
+            "FROM unnest(ARRAY['pending', 'pending', 'sending', 'failed']) AS s"
+        )
+        cursor.execute(f"ANALYZE {TABLE}")
+
+
+def plan(queryset):
+    return queryset.explain()
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (lambda rows: rows.due().order_by("next_attempt_at", "pk")[:50], "supalytics_due_idx"),
+        (
+            lambda rows: rows.expired_leases().order_by("lease_expires_at", "pk")[:50],
+            "supalytics_lease_idx",
+        ),
+        (lambda rows: rows.filter(status="pending").values("created_at"), "supalytics_due_idx"),
+        (lambda rows: rows.filter(status="sending"), "supalytics_lease_idx"),
+        (lambda rows: rows.filter(status="failed"), "supalytics_failed_idx"),
+        (lambda rows: rows.purgeable(None, timedelta(days=30)), "supalytics_failed_idx"),
+        (
+            lambda rows: rows.filter(status="sent", sent_at__gte=db_now(-3600)),
+            "supalytics_sent_idx",
+        ),
+        (lambda rows: rows.order_by("-created_at", "-id")[:100], "supalytics_created_idx"),
+        (lambda rows: rows.filter(name="e7")[:100], "supalytics_name_idx"),
+        (lambda rows: rows.filter(visitor_id="abc")[:100], "supalytics_visitor_idx"),
+    ],
+    ids=[
+        "claim-pending",
+        "claim-expired-leases",
+        "oldest-pending",
+        "count-sending",
+        "count-failed",
+        "purge-failed",
+        "delivered-last-hour",
+        "admin-changelist",
+        "admin-search-name",
+        "admin-search-visitor",
+    ],
+)
+def test_each_query_uses_its_index(large_outbox, query, index):
+    text = plan(query(OutboxEvent.objects.all()))
+    assert index in text, text
+    assert "Seq Scan" not in text, text
