@@ -216,7 +216,7 @@ def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Res
 def send_batch(
     batch: list[OutboxEvent], sleep: Callable[[float], None] = time.sleep
 ) -> list[Result]:
-    """Send claimed rows, oldest first, up to ``SEND_CONCURRENCY`` requests at a time.
+    """Send claimed rows, in the order claimed, up to ``SEND_CONCURRENCY`` requests at a time.
 
     Requests overlap so that one worker process is not held to one request per round trip; the
     shared limiter still spaces them. Only the task's own thread touches the database: the
@@ -345,10 +345,9 @@ def reclaim_expired(using: str | None = None) -> int:
 
 
 def due(grace: float = 0.0, using: str | None = None) -> QuerySet[OutboxEvent]:
-    """Pending rows that have been due for at least ``grace`` seconds, oldest first."""
-    return (
-        OutboxEvent.objects.using(using or outbox_alias()).due(grace).order_by("created_at", "pk")
-    )
+    """Pending rows that have been due for at least ``grace`` seconds, longest due first."""
+    rows = OutboxEvent.objects.using(using or outbox_alias())
+    return rows.due(grace).order_by("next_attempt_at", "pk")
 
 
 def purgeable(

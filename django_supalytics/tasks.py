@@ -45,7 +45,7 @@ def deliver_event(event_id: int) -> str:
 
 @shared_task(name="django_supalytics.tasks.deliver_events", ignore_result=True)
 def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, int]:
-    """Deliver the given outbox rows (those due and free), oldest first, claimed at once, from
+    """Deliver the given outbox rows (those due and free), longest due first, claimed at once, from
     the database ``using`` (default: the router's for ``OutboxEvent``)."""
     results = delivery.deliver_many(list(event_ids), using=using)
     _requeue(results, using)

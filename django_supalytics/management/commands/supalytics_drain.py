@@ -17,7 +17,7 @@ WAIT_STEP = 5.0
 class Command(BaseCommand):
     help = (
         "Deliver due events from this process, without Celery: for cron-only sites and "
-        "emergencies. Oldest first, through the same shared rate limiter as the workers, "
+        "emergencies. Longest due first, through the same shared rate limiter as the workers, "
         "so it can run beside them."
     )
 
