@@ -108,6 +108,12 @@ class OutboxEventAdmin(_OutboxEventAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Discard, not Django's "delete selected": it would delete rows a worker holds.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[OutboxEvent]:
         return super().get_queryset(request).using(outbox_alias())
 

@@ -119,6 +119,12 @@ def test_change_permission_allows_retry_only(client, django_user_model):
     assert "retry_now" in html and 'value="discard"' not in html
 
 
+def test_discard_replaces_delete_selected(admin_client):
+    _failed()
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert 'value="discard"' in html and 'value="delete_selected"' not in html
+
+
 def test_no_add_button(admin_client):
     url = reverse("admin:django_supalytics_outboxevent_add")
     assert admin_client.get(url).status_code == 403
