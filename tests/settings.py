@@ -87,6 +87,13 @@ DATABASES["other"] = {
     "NAME": f"{DATABASES['default']['NAME']}_other",
     "TEST": {"NAME": str(RUN_DIR / "test-other.sqlite3")} if not POSTGRES_URL else {},
 }
+# "sqlite": SQLite whatever the default is, for claims by several processes without row locks.
+DATABASES["sqlite"] = {
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": str(RUN_DIR / "outbox.sqlite3"),
+    "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+    "TEST": {"NAME": str(RUN_DIR / "test-outbox.sqlite3")},
+}
 if MARIADB_URL:
     _parts = urlsplit(MARIADB_URL)
     DATABASES["mariadb"] = {

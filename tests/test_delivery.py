@@ -575,3 +575,37 @@ def test_mariadb_purge_and_the_skip_locked_check(settings):
     track("pending", using="mariadb")
     assert delivery.purge(timedelta(days=7)) == 1
     assert list(OutboxEvent.objects.using("mariadb").values_list("name", flat=True)) == ["pending"]
+
+
+# SQLite: no row locks; the claim's UPDATE re-checks the condition
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"], transaction=True)
+def test_sqlite_worker_processes_never_claim_the_same_row():
+    import json
+    import subprocess
+    import sys
+
+    from tests.processes import ROOT, ChildProcess
+
+    events = [track(f"e{i}", using="sqlite") for i in range(60)]
+    env = ChildProcess([]).env()
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.claimer", "sqlite"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    claimed = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()
+        claimed.append(json.loads(out))
+    every = [pk for mine in claimed for pk in mine]
+    assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
+    rows = OutboxEvent.objects.using("sqlite")
+    assert rows.filter(status="sending").count() == 60

@@ -75,3 +75,24 @@ def test_each_query_uses_its_index(large_outbox, query, index):
     text = plan(query(OutboxEvent.objects.all()))
     assert index in text, text
     assert "Seq Scan" not in text, text
+
+
+def test_the_figures_of_the_admin_and_status_read_no_retained_rows(large_outbox, monkeypatch):
+    from django.test.utils import CaptureQueriesContext
+
+    from django_supalytics import stats
+
+    monkeypatch.setattr(stats, "EXACT_COUNT_MAX", 10_000)  # large: the sent rows are estimated
+
+    with CaptureQueriesContext(connection) as ctx:
+        stats.summary()
+        stats.hourly(24)
+    selects = [q["sql"] for q in ctx.captured_queries if TABLE in q["sql"]]
+    assert len(selects) >= 8
+    with connection.cursor() as cursor:
+        for sql in selects:
+            cursor.execute(f"EXPLAIN {sql}")
+            text = "\n".join(row[0] for row in cursor.fetchall())
+            # Neither a scan of the table nor a walk of the created_at index from its oldest row.
+            assert "Seq Scan" not in text, (sql, text)
+            assert "supalytics_created_idx" not in text, (sql, text)
