@@ -15,6 +15,10 @@ live lease, 20 under an expired one, 100 ``failed``, and 10,000 rows sent in the
 - status: ``manage.py supalytics_status --json``;
 - admin: the outbox changelist page, fetched by a logged-in superuser through the test client;
 - insert: 100 ``pending`` rows in one transaction (what every index costs a write).
+
+Then the write cost of the index set against the one before migration 0002, side by side in
+the same process: two copies of the table, one with each set, written alternately (100 INSERTs
+in a transaction; then the same rows through ``sending`` to ``sent``, as delivery does).
 """
 
 from __future__ import annotations
@@ -160,6 +164,79 @@ def vacuum() -> None:
         cursor.execute(f"VACUUM ANALYZE {TABLE}")
 
 
+#: The indexes of migration 0001 (13 with PostgreSQL's LIKE twins), besides the primary key.
+OLD_INDEXES = [
+    "CREATE UNIQUE INDEX {t}_uuid ON {t} (uuid)",
+    "CREATE INDEX {t}_name ON {t} (name)",
+    "CREATE INDEX {t}_name_like ON {t} (name varchar_pattern_ops)",
+    "CREATE INDEX {t}_visitor ON {t} (visitor_id)",
+    "CREATE INDEX {t}_visitor_like ON {t} (visitor_id varchar_pattern_ops)",
+    "CREATE INDEX {t}_status ON {t} (status)",
+    "CREATE INDEX {t}_status_like ON {t} (status varchar_pattern_ops)",
+    "CREATE INDEX {t}_user ON {t} (user_id)",
+    "CREATE INDEX {t}_created ON {t} (created_at)",
+    "CREATE INDEX {t}_due ON {t} (status, next_attempt_at)",
+    "CREATE INDEX {t}_lease ON {t} (status, lease_expires_at)",
+    "CREATE INDEX {t}_sent ON {t} (status, sent_at)",
+]
+
+
+def write_cost(rounds: int) -> dict[str, float]:
+    """Median ms of 100 INSERTs, and of taking them through sending to sent, per index set."""
+    tables = {"old": "bench_old_indexes", "new": "bench_new_indexes"}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TABLE {tables['new']} (LIKE {TABLE} INCLUDING ALL)"
+        )  # the current set: copies every index of the table
+        cursor.execute(
+            f"CREATE TABLE {tables['old']} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING IDENTITY "
+            "INCLUDING CONSTRAINTS)"
+        )
+        cursor.execute(f"ALTER TABLE {tables['old']} ADD PRIMARY KEY (id)")
+        for statement in OLD_INDEXES:
+            cursor.execute(statement.format(t=tables["old"]))
+    insert = (
+        "INSERT INTO {t} (uuid, name, visitor_id, metadata, status, attempts, next_attempt_at, "
+        "last_error, created_at) VALUES (gen_random_uuid(), 'signup', md5(random()::text), "
+        """'{{"plan": "pro"}}', 'pending', 0, now(), '', now()) RETURNING id"""
+    )
+
+    def writes(table: str) -> Callable[[], None]:
+        def run() -> None:
+            with transaction.atomic(), connection.cursor() as cursor:
+                ids = []
+                for _ in range(100):
+                    cursor.execute(insert.format(t=table))
+                    ids.append(cursor.fetchone()[0])
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET status = 'sending', lease_expires_at = now() "
+                    "WHERE id = ANY(%s)",
+                    [ids],
+                )
+                cursor.execute(
+                    f"UPDATE {table} SET status = 'sent', sent_at = now(), "
+                    "lease_expires_at = NULL WHERE id = ANY(%s)",
+                    [ids],
+                )
+
+        return run
+
+    fns = {name: writes(table) for name, table in tables.items()}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for name in fns:
+        fns[name]()  # warm-up
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    with connection.cursor() as cursor:
+        for table in tables.values():
+            cursor.execute(f"DROP TABLE {table}")
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def median(fn: Callable[[], object], rounds: int) -> float:
     fn()  # warm-up
     samples = []
@@ -241,6 +318,7 @@ def main() -> None:
                 print(f"  {name:<18} {value * 1e3:9.2f} ms")
         with connection.cursor() as cursor:
             cursor.execute(f"TRUNCATE {TABLE}")
+        write = write_cost(max(30, args.rounds * 3))
 
     sizes = sorted(results)
     base = sizes[0]
@@ -251,6 +329,11 @@ def main() -> None:
         cells = " | ".join(f"{results[s][name] * 1e3:.2f} ms" for s in sizes)
         ratio = results[sizes[-1]][name] / results[base][name]
         print(f"| {name} | {cells} | {ratio:.2f}× |")
+    print(
+        "\n100 INSERTs in a transaction, then UPDATEs to sending and to sent (medians): "
+        f"indexes before 0002 {write['old'] * 1e3:.1f} ms, now {write['new'] * 1e3:.1f} ms "
+        f"({write['new'] / write['old']:.2f}×)"
+    )
 
 
 if __name__ == "__main__":
