@@ -37,6 +37,7 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python delivery.py lag --rate 50 --seconds 20 --workers 2
 	cd bench && ../$(BIN)/python receiver_throughput.py
 	cd bench && ../$(BIN)/python middleware_overhead.py --rounds 40
+	cd bench && ../$(BIN)/python outbox_size.py --rounds 9
 
 test-matrix: $(STAMP)
 	$(BIN)/python -m pip install --quiet nox
