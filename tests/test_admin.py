@@ -1,3 +1,4 @@
+from contextlib import contextmanager
 from datetime import timedelta
 from unittest import mock
 
@@ -167,19 +168,37 @@ def test_hourly_buckets_and_svg():
     assert svg.count("<rect") == 48 and "peak 2/h" in svg
 
 
-def _select_then(change):
-    """OutboxEventQuerySet.values_list that lets ``change`` commit right after the SELECT: a
-    worker (or another admin) acting between the action's SELECT and its UPDATE/DELETE."""
-    from django_supalytics.models import OutboxEventQuerySet
+@contextmanager
+def _just_before_the_write(change):
+    """Let ``change`` commit right before the first UPDATE or DELETE of outbox rows runs: a
+    worker (or another admin) acting between an action's SELECT and its write."""
+    from django.db.models.sql import compiler
 
-    select = OutboxEventQuerySet.values_list
+    fired = []
 
-    def values_list(self, *args, **kwargs):
-        rows = list(select(self, *args, **kwargs))
-        change()
-        return rows
+    def wrap(execute_sql):
+        def wrapped(self, *args, **kwargs):
+            if not fired and self.query.model is OutboxEvent:
+                fired.append(True)
+                change()
+            return execute_sql(self, *args, **kwargs)
 
-    return mock.patch.object(OutboxEventQuerySet, "values_list", values_list)
+        return wrapped
+
+    with (
+        mock.patch.object(
+            compiler.SQLUpdateCompiler,
+            "execute_sql",
+            wrap(compiler.SQLUpdateCompiler.execute_sql),
+        ),
+        mock.patch.object(
+            compiler.SQLDeleteCompiler,
+            "execute_sql",
+            wrap(compiler.SQLDeleteCompiler.execute_sql),
+        ),
+    ):
+        yield
+    assert fired, "no outbox row was written"
 
 
 def _messages(admin_client):
@@ -193,7 +212,7 @@ def test_retry_now_leaves_a_row_sent_meanwhile(admin_client, django_capture_on_c
     def sent():
         OutboxEvent.objects.filter(pk=failed.pk).update(status="sent", sent_at=timezone.now())
 
-    with _select_then(sent), django_capture_on_commit_callbacks(execute=True):
+    with _just_before_the_write(sent), django_capture_on_commit_callbacks(execute=True):
         admin_client.post(
             reverse(CHANGELIST), {"action": "retry_now", "_selected_action": [failed.pk]}
         )
@@ -207,7 +226,7 @@ def test_discard_leaves_a_row_claimed_meanwhile(admin_client):
     def claimed():
         OutboxEvent.objects.filter(pk=failed.pk).update(status="sending")
 
-    with _select_then(claimed):
+    with _just_before_the_write(claimed):
         admin_client.post(
             reverse(CHANGELIST), {"action": "discard", "_selected_action": [failed.pk]}
         )

@@ -351,8 +351,9 @@ def test_purge_keeps_a_row_retried_after_it_was_selected():
     from django_supalytics.models import OutboxEventQuerySet
 
     event = track("retried_meanwhile")
+    long_ago = timezone.now() - timedelta(days=60)
     OutboxEvent.objects.filter(pk=event.pk).update(
-        status="failed", failed_at=timezone.now() - timedelta(days=60)
+        status="failed", failed_at=long_ago, created_at=long_ago
     )
     select = OutboxEventQuerySet.values_list
 
