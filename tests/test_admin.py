@@ -174,7 +174,7 @@ def _just_before_the_write(change):
     worker (or another admin) acting between an action's SELECT and its write."""
     from django.db.models.sql import compiler
 
-    fired = []
+    fired: list[bool] = []
 
     def wrap(execute_sql):
         def wrapped(self, *args, **kwargs):
