@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class DbNow(Now):
-    """``Now()``, in UTC on MySQL/MariaDB too.
+    """``Now()``, in UTC on MySQL/MariaDB too, to the microsecond on SQLite.
 
     Django stores UTC there (with ``USE_TZ``) but does not set the session's time zone, and
     MySQL's ``CURRENT_TIMESTAMP`` is in the session's time zone: ``UTC_TIMESTAMP`` is not.
@@ -25,6 +25,12 @@ class DbNow(Now):
 
     def as_mysql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         template = "UTC_TIMESTAMP(6)" if settings.USE_TZ else "CURRENT_TIMESTAMP(6)"
+        return self.as_sql(compiler, connection, template=template, **extra_context)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        # SQLite's clock has milliseconds; stored times have microseconds, compared as text.
+        # Now is the end of the current millisecond, so that a time stored during it is due.
+        template = "(STRFTIME('%%%%Y-%%%%m-%%%%d %%%%H:%%%%M:%%%%f', 'NOW') || '999')"
         return self.as_sql(compiler, connection, template=template, **extra_context)
 
 
