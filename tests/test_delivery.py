@@ -610,3 +610,15 @@ def test_sqlite_worker_processes_never_claim_the_same_row():
     assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
     rows = OutboxEvent.objects.using("sqlite")
     assert rows.filter(status="sending").count() == 60
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+def test_sqlite_now_has_the_precision_of_stored_times():
+    """SQLite's clock has milliseconds, stored times microseconds: a row due at the end of the
+    current millisecond is due now (it would not be if now were the millisecond's start)."""
+    event = track("e", using="sqlite")
+    rows = OutboxEvent.objects.using("sqlite")
+    now = timezone.now()
+    end_of_millisecond = now.replace(microsecond=now.microsecond // 1000 * 1000 + 999)
+    rows.filter(pk=event.pk).update(next_attempt_at=end_of_millisecond)
+    assert [e.pk for e in delivery.claim(using="sqlite")] == [event.pk]
