@@ -497,6 +497,19 @@ def test_rows_tracked_in_another_database_are_published_and_claimed_there(
 
 @pytest.mark.mariadb
 @pytest.mark.django_db(databases=["default", "mariadb"])
+@pytest.fixture
+def mariadb_not_in_utc():
+    """A MariaDB session whose time zone is not UTC (Django leaves the server's as it is)."""
+    from django.db import connections
+
+    with connections["mariadb"].cursor() as cursor:
+        cursor.execute("SET time_zone = '+05:00'")
+    yield
+    with connections["mariadb"].cursor() as cursor:
+        cursor.execute("SET time_zone = @@global.time_zone")
+
+
+@pytest.mark.usefixtures("mariadb_not_in_utc")
 def test_mariadb_claim_send_and_record(endpoint):
     with transaction.atomic(using="mariadb"):
         event = track("on_mariadb", visitor_id="v1", using="mariadb")
