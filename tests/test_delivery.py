@@ -495,8 +495,6 @@ def test_rows_tracked_in_another_database_are_published_and_claimed_there(
 # MariaDB / MySQL, for real
 
 
-@pytest.mark.mariadb
-@pytest.mark.django_db(databases=["default", "mariadb"])
 @pytest.fixture
 def mariadb_not_in_utc():
     """A MariaDB session whose time zone is not UTC (Django leaves the server's as it is)."""
@@ -509,6 +507,8 @@ def mariadb_not_in_utc():
         cursor.execute("SET time_zone = @@global.time_zone")
 
 
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"])
 @pytest.mark.usefixtures("mariadb_not_in_utc")
 def test_mariadb_claim_send_and_record(endpoint):
     with transaction.atomic(using="mariadb"):
