@@ -43,6 +43,14 @@ def interpreter(version: str) -> str:
     return f"python{version}"
 
 
+def _mysql_headers() -> bool:
+    """mysqlclient (the MariaDB tests' driver) builds only where the client headers are."""
+    return any(
+        subprocess.run(["pkg-config", "--exists", name], capture_output=True).returncode == 0
+        for name in ("libmariadb", "mysqlclient")
+    )
+
+
 @nox.session
 @nox.parametrize(
     ("django", "python"),
@@ -50,6 +58,7 @@ def interpreter(version: str) -> str:
     ids=[f"dj{django}_py{python}".replace(".", "") for django, python in MATRIX],
 )
 def tests(session: nox.Session, django: str) -> None:
-    session.install("-e", ".[dev]", f"django~={django}.0")
+    extras = "dev,mysql" if _mysql_headers() else "dev"
+    session.install("-e", f".[{extras}]", f"django~={django}.0")
     session.run("python", "-m", "django", "--version")
     session.run("pytest", "-q", "-p", "no:randomly", *session.posargs)

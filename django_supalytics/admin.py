@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
@@ -18,7 +20,7 @@ from django.utils.timesince import timesince
 from . import stats
 from .chart import hourly_svg
 from .dispatch import publish
-from .models import OutboxEvent, VisitorIdentity
+from .models import OutboxEvent, VisitorIdentity, db_now, outbox_alias
 
 if TYPE_CHECKING:
     _OutboxEventAdmin = admin.ModelAdmin[OutboxEvent]
@@ -28,6 +30,42 @@ else:
     _VisitorIdentityAdmin = admin.ModelAdmin
 
 Status = OutboxEvent.Status
+
+
+class StatusCodeFilter(admin.SimpleListFilter):
+    """Fixed choices: listing the codes present would scan the whole table."""
+
+    title = "last status code"
+    parameter_name = "code"
+    CHOICES = {
+        "2xx": Q(last_status_code__gte=200, last_status_code__lt=300),
+        "429": Q(last_status_code=429),
+        "4xx": Q(last_status_code__gte=400, last_status_code__lt=500) & ~Q(last_status_code=429),
+        "5xx": Q(last_status_code__gte=500),
+        "none": Q(last_status_code__isnull=True),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        labels = {"429": "429 (rate limited)", "none": "no answer"}
+        return [(key, labels.get(key, key)) for key in self.CHOICES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(self.CHOICES[value]) if value in self.CHOICES else queryset
+
+
+class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]
+    """The unfiltered list of a large outbox is counted from the planner's estimate: an exact
+    COUNT(*) reads every retained row."""
+
+    @cached_property
+    def count(self) -> int:
+        query = getattr(self.object_list, "query", None)
+        if query is not None and not query.where:
+            estimate = stats.estimated_rows(getattr(self.object_list, "db", None))
+            if estimate is not None:
+                return estimate
+        return super().count
 
 
 @admin.register(OutboxEvent)
@@ -41,9 +79,12 @@ class OutboxEventAdmin(_OutboxEventAdmin):
         "age",
         "next_attempt_at",
     ]
-    list_filter = ["status", "name", "last_status_code", "created_at"]
-    search_fields = ["uuid", "name", "=visitor_id"]
-    date_hierarchy = "created_at"
+    # No filter by name: listing the names present would read every row. Search instead.
+    list_filter = ["status", StatusCodeFilter, "created_at"]
+    search_fields = ["uuid", "name", "visitor_id"]
+    search_help_text = "An event's UUID, or an exact event name or visitor ID."
+    paginator = EstimatedCountPaginator
+    # No date_hierarchy: its links are found by a DISTINCT over every row of the period.
     actions = ["retry_now", "discard"]
     list_select_related = False
     show_full_result_count = False
@@ -66,6 +107,27 @@ class OutboxEventAdmin(_OutboxEventAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Discard, not Django's "delete selected": it would delete rows a worker holds.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OutboxEvent]:
+        return super().get_queryset(request).using(outbox_alias())
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[OutboxEvent], search_term: str
+    ) -> tuple[QuerySet[OutboxEvent], bool]:
+        # Exact matches only, each served by an index (a substring search reads every row).
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(uuid=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(Q(name=term) | Q(visitor_id=term)), False
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -94,21 +156,38 @@ class OutboxEventAdmin(_OutboxEventAdmin):
 
     @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
-        with transaction.atomic():
+        alias = outbox_alias()
+        retryable = Q(status=Status.FAILED) | Q(status=Status.PENDING)
+        with transaction.atomic(using=alias):
+            # Lock the rows (where the backend can), and re-check the status in the UPDATE
+            # itself: a row a worker claimed or sent since the page was shown stays as it is.
             pks = list(
-                queryset.filter(status__in=[Status.FAILED, Status.PENDING]).values_list(
-                    "pk", flat=True
-                )
+                queryset.using(alias)
+                .filter(retryable)
+                .select_for_update()
+                .order_by()
+                .values_list("pk", flat=True)
             )
-            changed = OutboxEvent.objects.filter(pk__in=pks).update(
-                status=Status.PENDING, next_attempt_at=timezone.now(), attempts=0, failed_at=None
+            changed = (
+                OutboxEvent.objects.using(alias)
+                .filter(retryable, pk__in=pks)
+                .update(status=Status.PENDING, next_attempt_at=db_now(), attempts=0, failed_at=None)
             )
-            transaction.on_commit(partial(publish, pks))
+            transaction.on_commit(partial(publish, pks, using=alias), using=alias)
         self.message_user(request, f"{changed} event(s) queued for delivery now.", messages.SUCCESS)
 
     @admin.action(description="Discard", permissions=["delete"])
     def discard(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
-        count = queryset.exclude(status=Status.SENDING).delete()[0]
+        alias = outbox_alias()
+        # One DELETE that carries the condition: a row claimed since the page was shown
+        # (``sending``) is not deleted from under its worker.
+        pks = list(queryset.order_by().values_list("pk", flat=True))
+        count = (
+            OutboxEvent.objects.using(alias)
+            .filter(pk__in=pks)
+            .exclude(status=Status.SENDING)
+            ._raw_delete(alias)
+        )
         self.message_user(request, f"{count} event(s) discarded.", messages.SUCCESS)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:

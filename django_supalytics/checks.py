@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections
 
 from .client import api_key_problem
 from .conf import DEFAULTS, conf
@@ -198,6 +199,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="supalytics.E008",
             )
         )
+    failed_days = raw.get("FAILED_RETENTION_DAYS", DEFAULTS["FAILED_RETENTION_DAYS"])
+    if failed_days is not None and (
+        isinstance(failed_days, bool) or not isinstance(failed_days, int | float) or failed_days < 0
+    ):
+        errors.append(
+            Error(
+                "SUPALYTICS['FAILED_RETENTION_DAYS'] must be a number of at least 0, or None, "
+                f"not {failed_days!r}.",
+                id="supalytics.E004",
+            )
+        )
+    aliases = raw.get("OUTBOX_DATABASES", DEFAULTS["OUTBOX_DATABASES"])
+    known = set(getattr(settings, "DATABASES", {}) or {})
+    if (
+        not isinstance(aliases, list | tuple)
+        or not all(isinstance(alias, str) for alias in aliases)
+        or not set(aliases) <= known
+    ):
+        errors.append(
+            Error(
+                f"SUPALYTICS['OUTBOX_DATABASES'] must list aliases of DATABASES, not {aliases!r}.",
+                id="supalytics.E015",
+            )
+        )
     errors.extend(_check_user_field(raw.get("USER_FIELD")))
     for name, check_id in (("HEADER_NAME", "supalytics.E012"), ("COOKIE_NAME", "supalytics.E013")):
         value = raw.get(name, DEFAULTS[name])
@@ -223,6 +248,35 @@ def sensitive_field(model: Any, name: str) -> bool:
         *getattr(model, "REQUIRED_FIELDS", ()),
     }
     return name in account
+
+
+@register(Tags.database)
+def check_skip_locked(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The outbox's databases must skip locked rows (or have no row locks at all, as SQLite),
+    or every claim would raise ``NotSupportedError``. Run by ``migrate`` and
+    ``check --database``."""
+    from .delivery import outbox_aliases
+
+    errors: list[CheckMessage] = []
+    for alias in outbox_aliases():
+        if databases is None or alias not in databases:
+            continue
+        connection = connections[alias]
+        features = connection.features
+        if features.has_select_for_update and not features.has_select_for_update_skip_locked:
+            version = ".".join(map(str, connection.get_database_version()))
+            errors.append(
+                Error(
+                    f"The outbox's database {alias!r} is {connection.display_name} {version}, "
+                    "which has no SELECT ... FOR UPDATE SKIP LOCKED: workers could not claim "
+                    "events.",
+                    hint="Use PostgreSQL, MySQL 8.0.1+, MariaDB 10.6+ or SQLite.",
+                    id="supalytics.E014",
+                )
+            )
+    return errors
 
 
 def _check_user_field(field: Any) -> list[CheckMessage]:
@@ -292,7 +346,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
 
 
 @register(Tags.compatibility)
-def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+def check_sqlite_transactions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from django.db import router
 
     from .models import OutboxEvent

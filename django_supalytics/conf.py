@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 50,
     "SEND_CONCURRENCY": 4,
     "RETENTION_DAYS": 7,
+    "FAILED_RETENTION_DAYS": 30,
+    "OUTBOX_DATABASES": (),
     "PURGE_BATCH_SIZE": 1000,
     "TASK_QUEUE": None,
     "ENQUEUE": "background",
@@ -144,6 +146,15 @@ class Settings:
     @property
     def RETENTION_DAYS(self) -> float:
         return float(self._get("RETENTION_DAYS"))
+
+    @property
+    def FAILED_RETENTION_DAYS(self) -> float | None:
+        days = self._get("FAILED_RETENTION_DAYS")
+        return None if days is None else float(days)
+
+    @property
+    def OUTBOX_DATABASES(self) -> tuple[str, ...]:
+        return tuple(self._get("OUTBOX_DATABASES"))
 
     @property
     def PURGE_BATCH_SIZE(self) -> int:

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Q, QuerySet
-from django.utils import timezone
+from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
 
 from . import client
 from .client import Kind, Outcome
 from .conf import conf
-from .models import OutboxEvent
+from .models import OutboxEvent, OutboxEventQuerySet, db_now, outbox_alias
 from .outage import Circuit, get_circuit
 from .ratelimit import RateLimiter, get_limiter
 from .signals import event_delivered, event_failed, send_safely
@@ -53,53 +52,65 @@ class Result:
     retry_in: float | None = None
 
 
-def claimable(now: object | None = None) -> Q:
-    now = now or timezone.now()
-    return Q(status=Status.PENDING, next_attempt_at__lte=now) | Q(
-        status=Status.SENDING, lease_expires_at__lt=now
-    )
+def claim(
+    ids: Iterable[int] | None = None, limit: int = 1, using: str | None = None
+) -> list[OutboxEvent]:
+    """Lease up to ``limit`` due rows (longest due first), or those of ``ids`` that are due.
 
-
-def claim(ids: Iterable[int] | None = None, limit: int = 1) -> list[OutboxEvent]:
-    """Lease up to ``limit`` due rows (oldest first), or those of ``ids`` that are due."""
+    Everything happens on the outbox's database (``using``, else the router's for
+    ``OutboxEvent``), in one transaction there; due times and the lease come from that
+    database's clock.
+    """
+    alias = using or outbox_alias()
+    rows = OutboxEvent.objects.using(alias)
+    candidates = rows if ids is None else rows.filter(pk__in=list(ids))
     token = uuid.uuid4()
-    with transaction.atomic():
-        now = timezone.now()
-        qs = OutboxEvent.objects.filter(claimable(now))
-        if ids is not None:
-            qs = qs.filter(pk__in=list(ids))
-        pks = list(
-            qs.order_by("created_at", "pk")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
-        )
+    with transaction.atomic(using=alias):
+        # Pending rows, then expired leases, each in the order of its index: the scan stops
+        # after ``limit`` rows, so InnoDB locks no more than it returns (a sort would read and
+        # lock every due row, and concurrent claimers would skip them all), and PostgreSQL
+        # sorts nothing however large a backlog.
+        pks = _lock(candidates.due().order_by("next_attempt_at", "pk"), limit)
+        if len(pks) < limit:
+            expired = candidates.expired_leases().order_by("lease_expires_at", "pk")
+            pks += _lock(expired, limit - len(pks))
         if not pks:
             return []
         # Re-check the condition in the UPDATE: on backends without row locks (SQLite) a
         # concurrent claimer may have taken a row since the SELECT.
-        OutboxEvent.objects.filter(claimable(now), pk__in=pks).update(
+        rows.claimable().filter(pk__in=pks).update(
             status=Status.SENDING,
             lease_owner=token,
-            lease_expires_at=now + timedelta(seconds=conf.LEASE_SECONDS),
+            lease_expires_at=db_now(conf.LEASE_SECONDS),
         )
-    return list(OutboxEvent.objects.filter(lease_owner=token).order_by("created_at", "pk"))
+        # Read back on the same connection (not a replica the router may pick for reads), by
+        # primary key: lease_owner has no index.
+        claimed = rows.filter(pk__in=pks, lease_owner=token)
+        return list(claimed.order_by("next_attempt_at", "pk"))
+
+
+def _lock(rows: OutboxEventQuerySet, limit: int) -> list[int]:
+    return list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+
+
+def _rows(event: OutboxEvent) -> OutboxEventQuerySet:
+    return OutboxEvent.objects.using(event._state.db or outbox_alias())
 
 
 def _release(event: OutboxEvent, delay: float, error: str = "") -> None:
     fields: dict[str, object] = {
         "status": Status.PENDING,
-        "next_attempt_at": timezone.now() + timedelta(seconds=delay),
+        "next_attempt_at": db_now(delay),
         "lease_owner": None,
         "lease_expires_at": None,
     }
     if error:
         fields["last_error"] = error
-    OutboxEvent.objects.filter(pk=event.pk, lease_owner=event.lease_owner).update(**fields)
+    _rows(event).filter(pk=event.pk, lease_owner=event.lease_owner).update(**fields)
 
 
 def _update(event: OutboxEvent, outcome: Outcome) -> tuple[Result, Kind | None]:
     """Store the outcome of a request for a leased row; return the kind to signal, if any."""
-    now = timezone.now()
     attempts = event.attempts + (0 if outcome.kind is Kind.RATE_LIMITED else 1)
     fields: dict[str, object] = {
         "attempts": attempts,
@@ -111,29 +122,46 @@ def _update(event: OutboxEvent, outcome: Outcome) -> tuple[Result, Kind | None]:
     retry_in: float | None = None
     kind = outcome.kind
     if kind is Kind.SENT:
-        fields.update(status=Status.SENT, sent_at=now)
+        fields.update(status=Status.SENT, sent_at=db_now())
     elif kind is Kind.RETRY and attempts >= conf.MAX_ATTEMPTS:
         kind = Kind.FAILED
-        fields.update(status=Status.FAILED, failed_at=now)
+        fields.update(status=Status.FAILED, failed_at=db_now())
         fields["last_error"] = f"gave up after {attempts} attempts; last: {outcome.error}"
     elif kind is Kind.FAILED:
-        fields.update(status=Status.FAILED, failed_at=now)
+        fields.update(status=Status.FAILED, failed_at=db_now())
     else:
         if kind is Kind.RATE_LIMITED:
             retry_in = outcome.wait or client.RATE_LIMIT_WAIT_FLOOR
         else:
             retry_in = client.backoff(attempts, conf.BACKOFF_BASE, conf.BACKOFF_MAX)
-        fields.update(status=Status.PENDING, next_attempt_at=now + timedelta(seconds=retry_in))
-    updated = OutboxEvent.objects.filter(pk=event.pk, lease_owner=event.lease_owner).update(
-        **fields
-    )
+        fields.update(status=Status.PENDING, next_attempt_at=db_now(retry_in))
+    updated = _rows(event).filter(pk=event.pk, lease_owner=event.lease_owner).update(**fields)
     if not updated:
         # The lease expired and another worker took the row over; its record wins.
         logger.warning("supalytics: lease on event %s was lost; outcome not recorded", event.pk)
         return Result(event.pk, "skipped"), None
     for name, value in fields.items():
-        setattr(event, name, value)
+        if not hasattr(value, "resolve_expression"):
+            setattr(event, name, value)
     return Result(event.pk, kind.value, retry_in), kind
+
+
+_DB_TIMES = ("next_attempt_at", "sent_at", "failed_at")
+
+
+def _load_db_times(events: list[OutboxEvent]) -> None:
+    """Copy the times the database's clock wrote into the in-memory rows (for the signals)."""
+    if not events:
+        return
+    times = {
+        pk: rest
+        for pk, *rest in _rows(events[0])
+        .filter(pk__in=[event.pk for event in events])
+        .values_list("pk", *_DB_TIMES)
+    }
+    for event in events:
+        for name, value in zip(_DB_TIMES, times.get(event.pk, ()), strict=False):
+            setattr(event, name, value)
 
 
 def _signal(event: OutboxEvent, kind: Kind | None) -> None:
@@ -149,6 +177,8 @@ def _signal(event: OutboxEvent, kind: Kind | None) -> None:
 def record(event: OutboxEvent, outcome: Outcome) -> Result:
     """Store the outcome of a request for a leased row; send the signals."""
     result, kind = _update(event, outcome)
+    if kind is not None:
+        _load_db_times([event])
     _signal(event, kind)
     return result
 
@@ -233,7 +263,7 @@ def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Res
 def send_batch(
     batch: list[OutboxEvent], sleep: Callable[[float], None] = time.sleep
 ) -> list[Result]:
-    """Send claimed rows, oldest first, up to ``SEND_CONCURRENCY`` requests at a time.
+    """Send claimed rows, in the order claimed, up to ``SEND_CONCURRENCY`` requests at a time.
 
     Requests overlap so that one worker process is not held to one request per round trip; the
     shared limiter still spaces them. Only the task's own thread touches the database: the
@@ -270,6 +300,7 @@ def send_batch(
                 )
             )
     results, to_signal = _record_all(batch, outcomes, sleep)
+    _load_db_times([event for event, _ in to_signal])
     for event, kind in to_signal:
         _signal(event, kind)
     return results
@@ -286,7 +317,7 @@ def _record_all(
         try:
             results: list[Result] = []
             to_signal: list[tuple[OutboxEvent, Kind | None]] = []
-            with transaction.atomic():
+            with transaction.atomic(using=batch[0]._state.db or outbox_alias()):
                 for event, outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, _Deferred):
                         delay = conf.MAX_COUNTDOWN if outcome.delay is None else outcome.delay
@@ -295,7 +326,8 @@ def _record_all(
                     else:
                         result, kind = _update(event, outcome)
                         results.append(result)
-                        to_signal.append((event, kind))
+                        if kind is not None:
+                            to_signal.append((event, kind))
             return results, to_signal
         except (OperationalError, InterfaceError):
             # _update set attributes on the rows (the lease among them); the transaction did
@@ -320,31 +352,41 @@ def _executor(size: int) -> ThreadPoolExecutor:
     return _executors[key]
 
 
-def deliver(event_id: int) -> Result:
+def deliver(event_id: int, using: str | None = None) -> Result:
     """Claim and send one row, if it is due and nobody else holds it."""
-    results = deliver_many([event_id])
+    results = deliver_many([event_id], using=using)
     return results[0] if results else Result(event_id, "skipped")
 
 
-def deliver_many(event_ids: list[int], sleep: Callable[[float], None] = time.sleep) -> list[Result]:
+def deliver_many(
+    event_ids: list[int],
+    sleep: Callable[[float], None] = time.sleep,
+    using: str | None = None,
+) -> list[Result]:
     """Claim those of ``event_ids`` that are due and free, in one transaction, and send them.
 
     Rows not due yet (a message that arrived early) come back ``deferred`` with the time until
-    they are due; rows already sent, or held by another worker, come back ``skipped``.
+    they are due (by the database's clock); rows already sent, or held by another worker, come
+    back ``skipped``.
     """
-    claimed = claim(event_ids, limit=len(event_ids))
+    alias = using or outbox_alias()
+    claimed = claim(event_ids, limit=len(event_ids), using=alias)
     results = send_batch(claimed, sleep)
     missing = set(event_ids) - {event.pk for event in claimed}
     if missing:
-        now = timezone.now()
         early = dict(
-            OutboxEvent.objects.filter(
-                pk__in=missing, status=Status.PENDING, next_attempt_at__gt=now
-            ).values_list("pk", "next_attempt_at")
+            OutboxEvent.objects.using(alias)
+            .filter(pk__in=missing, status=Status.PENDING, next_attempt_at__gt=db_now())
+            .annotate(
+                wait=ExpressionWrapper(
+                    F("next_attempt_at") - db_now(), output_field=DurationField()
+                )
+            )
+            .values_list("pk", "wait")
         )
         for pk in sorted(missing):
             if pk in early:
-                results.append(Result(pk, "deferred", (early[pk] - now).total_seconds()))
+                results.append(Result(pk, "deferred", max(0.0, early[pk].total_seconds())))
             else:
                 results.append(Result(pk, "skipped"))
     return results
@@ -358,11 +400,13 @@ def count_outcomes(results: list[Result]) -> dict[str, int]:
     return outcomes
 
 
-def deliver_due(limit: int, sleep: Callable[[float], None] = time.sleep) -> list[Result]:
-    """Claim up to ``limit`` due rows, oldest first, in batches, and send them."""
+def deliver_due(
+    limit: int, sleep: Callable[[float], None] = time.sleep, using: str | None = None
+) -> list[Result]:
+    """Claim up to ``limit`` due rows, longest due first, in batches, and send them."""
     results: list[Result] = []
     while len(results) < limit:
-        batch = claim(limit=min(conf.BATCH_SIZE, limit - len(results)))
+        batch = claim(limit=min(conf.BATCH_SIZE, limit - len(results)), using=using)
         if not batch:
             break
         results.extend(send_batch(batch, sleep))
@@ -371,39 +415,86 @@ def deliver_due(limit: int, sleep: Callable[[float], None] = time.sleep) -> list
     return results
 
 
-def reclaim_expired() -> int:
+def outbox_aliases() -> list[str]:
+    """Every database the outbox lives in: the router's for ``OutboxEvent``, then those of
+    ``SUPALYTICS["OUTBOX_DATABASES"]`` (where ``track(using=...)`` writes too)."""
+    aliases = [outbox_alias()]
+    aliases.extend(alias for alias in conf.OUTBOX_DATABASES if alias not in aliases)
+    return aliases
+
+
+def reclaim_expired(using: str | None = None) -> int:
     """Hand rows whose lease ran out (a worker died mid-send) back to the queue."""
-    return OutboxEvent.objects.filter(
-        status=Status.SENDING, lease_expires_at__lt=timezone.now()
-    ).update(status=Status.PENDING, lease_owner=None, lease_expires_at=None)
-
-
-def due(grace: float = 0.0) -> QuerySet[OutboxEvent]:
-    """Pending rows that have been due for at least ``grace`` seconds, oldest first."""
-    cutoff = timezone.now() - timedelta(seconds=grace)
-    return OutboxEvent.objects.filter(status=Status.PENDING, next_attempt_at__lte=cutoff).order_by(
-        "created_at", "pk"
+    return (
+        OutboxEvent.objects.using(using or outbox_alias())
+        .expired_leases()
+        .update(status=Status.PENDING, lease_owner=None, lease_expires_at=None)
     )
 
 
-def purgeable(older_than: timedelta, *, include_failed: bool = False) -> QuerySet[OutboxEvent]:
-    """Sent rows (and failed ones, when asked) older than ``older_than``."""
-    cutoff = timezone.now() - older_than
-    condition = Q(status=Status.SENT, sent_at__lt=cutoff)
+def due(grace: float = 0.0, using: str | None = None) -> QuerySet[OutboxEvent]:
+    """Pending rows that have been due for at least ``grace`` seconds, longest due first."""
+    rows = OutboxEvent.objects.using(using or outbox_alias())
+    return rows.due(grace).order_by("next_attempt_at", "pk")
+
+
+def purgeable(
+    older_than: timedelta,
+    *,
+    include_failed: bool = False,
+    failed_older_than: timedelta | None = None,
+    using: str | None = None,
+) -> QuerySet[OutboxEvent]:
+    """Rows sent longer than ``older_than`` ago, and, when asked, rows that failed longer than
+    ``failed_older_than`` (default: ``older_than``) ago."""
+    failed_age = None
     if include_failed:
-        condition |= Q(status=Status.FAILED, created_at__lt=cutoff)
-    return OutboxEvent.objects.filter(condition)
+        failed_age = older_than if failed_older_than is None else failed_older_than
+    return OutboxEvent.objects.using(using or outbox_alias()).purgeable(older_than, failed_age)
 
 
 def purge(
-    older_than: timedelta, *, include_failed: bool = False, batch_size: int | None = None
+    older_than: timedelta,
+    *,
+    include_failed: bool = False,
+    failed_older_than: timedelta | None = None,
+    batch_size: int | None = None,
+    using: str | None = None,
 ) -> int:
-    """Delete what ``purgeable`` selects, in batches, so no transaction grows large."""
-    rows = purgeable(older_than, include_failed=include_failed)
+    """Delete what ``purgeable`` selects, in batches, so no transaction grows large.
+
+    Each DELETE repeats the condition (status and age), so a row retried or re-sent since it
+    was selected stays.
+    """
+    alias = using or outbox_alias()
+    rows = purgeable(
+        older_than,
+        include_failed=include_failed,
+        failed_older_than=failed_older_than,
+        using=alias,
+    )
     size = batch_size or conf.PURGE_BATCH_SIZE
     deleted = 0
     while True:
         pks = list(rows.values_list("pk", flat=True)[:size])
         if not pks:
             return deleted
-        deleted += OutboxEvent.objects.filter(pk__in=pks).delete()[0]
+        # A raw DELETE: Django's delete() may first SELECT the rows, then delete them by
+        # primary key alone, losing the condition.
+        deleted += rows.filter(pk__in=pks)._raw_delete(alias)
+
+
+def purge_expired(using: str | None = None, batch_size: int | None = None) -> int:
+    """The scheduled purge: sent rows past ``RETENTION_DAYS``, failed ones past
+    ``FAILED_RETENTION_DAYS`` (by when they failed), in every outbox database."""
+    failed_days = conf.FAILED_RETENTION_DAYS
+    total = 0
+    for alias in [using] if using else outbox_aliases():
+        total += purge(
+            timedelta(days=conf.RETENTION_DAYS),
+            include_failed=failed_days is not None,
+            failed_older_than=timedelta(days=failed_days or 0),
+            batch_size=batch_size,
+            using=alias,
+        )
+    return total

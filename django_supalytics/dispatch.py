@@ -53,36 +53,45 @@ def apply_task(task: Any, args: tuple[Any, ...], countdown: float | None = None)
     return True
 
 
-def publish(event_ids: list[int], countdown: float | None = None) -> bool:
+def publish(event_ids: list[int], countdown: float | None = None, using: str | None = None) -> bool:
     """Enqueue delivery of ``event_ids`` in messages of up to ``BATCH_SIZE``, on the
-    ``DELIVERY_BACKEND``; True if every message went out. Never raises."""
+    ``DELIVERY_BACKEND``; True if every message went out. Never raises.
+
+    Rows in a database other than the outbox's default (``track(using=...)``) are named with
+    their alias in the message, so that the worker claims them there.
+    """
+    from .models import outbox_alias
+
     backend = conf.DELIVERY_BACKEND
     if backend == "none":
         return False  # rows wait for supalytics_drain
+    alias = using if using is not None and using != outbox_alias() else None
     size = conf.BATCH_SIZE
     ok = True
     for start in range(0, len(event_ids), size):
         chunk = event_ids[start : start + size]
         if backend == "django_tasks":
-            ok &= _enqueue_django_task(chunk, countdown)
+            ok &= _enqueue_django_task(chunk, countdown, alias)
         else:
-            ok &= _publish_celery(chunk, countdown)
+            ok &= _publish_celery(chunk, countdown, alias)
     return ok
 
 
-def _publish_celery(chunk: list[int], countdown: float | None) -> bool:
+def _publish_celery(chunk: list[int], countdown: float | None, using: str | None) -> bool:
     from .tasks import deliver_event, deliver_events
 
+    if using is not None:
+        return apply_task(deliver_events, (chunk, using), countdown)
     if len(chunk) == 1:
         return apply_task(deliver_event, (chunk[0],), countdown)
     return apply_task(deliver_events, (chunk,), countdown)
 
 
-def _enqueue_django_task(chunk: list[int], countdown: float | None) -> bool:
+def _enqueue_django_task(chunk: list[int], countdown: float | None, using: str | None) -> bool:
     try:
         from .tasks_framework import enqueue
 
-        return enqueue(chunk, countdown)
+        return enqueue(chunk, countdown, using)
     except Exception:
         logger.warning(
             "supalytics: could not enqueue deliver_events%r; supalytics_drain will send it",
@@ -92,7 +101,7 @@ def _enqueue_django_task(chunk: list[int], countdown: float | None) -> bool:
         return False
 
 
-def requeue(results: list[Result]) -> None:
+def requeue(results: list[Result], using: str | None = None) -> None:
     """Enqueue again what is due again soon; longer waits are left to the sweeper, so that no
     countdown comes near a broker's visibility timeout."""
     by_wait: dict[float, list[int]] = {}
@@ -102,33 +111,33 @@ def requeue(results: list[Result]) -> None:
             wait = math.ceil(result.retry_in * 10) / 10 + 0.05
             by_wait.setdefault(wait, []).append(result.event_id)
     for wait, ids in by_wait.items():
-        publish(ids, countdown=wait)
+        publish(ids, countdown=wait, using=using)
 
 
 class Publisher:
     """A daemon thread that publishes what committed transactions hand it."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[int], str | None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._unfinished = 0
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def submit(self, event_ids: list[int]) -> None:
+    def submit(self, event_ids: list[int], using: str | None = None) -> None:
         backend = conf.DELIVERY_BACKEND
         if not event_ids or backend == "none":
             return
         # Django's Tasks framework enqueues in the database, or runs the task at once: no
         # broker round trip to keep off the committing thread.
         if conf.ENQUEUE == "inline" or backend == "django_tasks" or _celery_is_eager():
-            publish(event_ids)
+            publish(event_ids, using=using)
             return
         with self._lock:
             self._ensure_thread()
             self._unfinished += 1
-        self._queue.put(event_ids)
+        self._queue.put((event_ids, using))
 
     def _ensure_thread(self) -> None:
         # A forked child (a prefork server) inherits no running thread: start its own.
@@ -145,15 +154,21 @@ class Publisher:
         while True:
             batches = [self._queue.get()]
             # Collect what commits in the next few milliseconds too: under load, one message
-            # (and one broker round trip, the costly part) covers many transactions.
-            deadline = time.monotonic() + COALESCE_SECONDS
+            # (and one broker round trip, the costly part) covers many transactions. Asleep,
+            # not waiting on the queue: a commit meanwhile does not wake this thread (and take
+            # the GIL from the request) for each batch.
+            time.sleep(COALESCE_SECONDS)
             while len(batches) < 1000:
                 try:
-                    batches.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    batches.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            by_alias: dict[str | None, list[int]] = {}
+            for ids, using in batches:
+                by_alias.setdefault(using, []).extend(ids)
             try:
-                publish([pk for batch in batches for pk in batch])
+                for using, ids in by_alias.items():
+                    publish(ids, using=using)
             finally:
                 with self._idle:
                     self._unfinished -= len(batches)
@@ -178,24 +193,25 @@ def _celery_is_eager() -> bool:
 class _TransactionBatch:
     """The events of one transaction, handed to the publisher once, on commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, using: str) -> None:
         self.ids: list[int] = []
+        self.using = using
 
     def __call__(self) -> None:
-        publisher.submit(self.ids)
+        publisher.submit(self.ids, self.using)
 
 
 def schedule(event_id: int, using: str) -> None:
     """Have ``event_id`` delivered once the current transaction on ``using`` commits."""
     connection = connections[using]
     if not connection.in_atomic_block:
-        publisher.submit([event_id])  # autocommit: the row is committed already
+        publisher.submit([event_id], using)  # autocommit: the row is committed already
         return
     batch = getattr(connection, "_supalytics_batch", None)
     # The batch is reused while its callback is still registered; a rollback discards the
     # callback (and the rows), and the next track() starts a new batch.
     if batch is None or not any(entry[1] is batch for entry in connection.run_on_commit):
-        batch = _TransactionBatch()
+        batch = _TransactionBatch(using)
         connection._supalytics_batch = batch  # type: ignore[attr-defined]
         connection.on_commit(batch)
     batch.ids.append(event_id)

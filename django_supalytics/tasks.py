@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
@@ -67,20 +66,24 @@ def deliver_event(event_id: int) -> str:
 
 
 @shared_task(name="django_supalytics.tasks.deliver_events", **_DELIVERY_TASK)
-def deliver_events(event_ids: list[int]) -> dict[str, int]:
-    """Deliver the given outbox rows (those due and free), oldest first, claimed at once."""
-    results = delivery.deliver_many(list(event_ids))
-    requeue(results)
+def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, int]:
+    """Deliver the given outbox rows (those due and free), longest due first, claimed at once,
+    from the database ``using`` (default: the router's for ``OutboxEvent``)."""
+    results = delivery.deliver_many(list(event_ids), using=using)
+    requeue(results, using)
     return delivery.count_outcomes(results)
 
 
 @shared_task(name="django_supalytics.tasks.sweep_outbox", ignore_result=True)
 def sweep_outbox() -> dict[str, int]:
-    """Reclaim expired leases, and re-enqueue rows that have been due for a while."""
-    reclaimed = delivery.reclaim_expired()
-    # Rows due for less than SWEEP_GRACE probably have their own message on its way.
-    pks = list(delivery.due(conf.SWEEP_GRACE).values_list("pk", flat=True)[:SWEEP_LIMIT])
-    enqueued = len(pks) if publish(pks) else 0
+    """Reclaim expired leases, and re-enqueue rows that have been due for a while, in every
+    outbox database."""
+    reclaimed = enqueued = 0
+    for alias in delivery.outbox_aliases():
+        reclaimed += delivery.reclaim_expired(alias)
+        # Rows due for less than SWEEP_GRACE probably have their own message on its way.
+        pks = list(delivery.due(conf.SWEEP_GRACE, alias).values_list("pk", flat=True)[:SWEEP_LIMIT])
+        enqueued += len(pks) if publish(pks, using=alias) else 0
     if reclaimed or enqueued:
         logger.info("supalytics sweep: %d leases reclaimed, %d re-enqueued", reclaimed, enqueued)
     return {"reclaimed": reclaimed, "enqueued": enqueued}
@@ -88,5 +91,6 @@ def sweep_outbox() -> dict[str, int]:
 
 @shared_task(name="django_supalytics.tasks.purge_outbox", ignore_result=True)
 def purge_outbox(**kwargs: Any) -> int:
-    """Delete sent rows older than ``RETENTION_DAYS``, in batches."""
-    return delivery.purge(timedelta(days=conf.RETENTION_DAYS), **kwargs)
+    """Delete sent rows older than ``RETENTION_DAYS`` and failed ones older than
+    ``FAILED_RETENTION_DAYS``, in batches."""
+    return delivery.purge_expired(**kwargs)

@@ -32,21 +32,21 @@ TRANSIENT_RETRY_DELAY = 2.0
 
 
 @task()
-def deliver_events(event_ids: list[int]) -> dict[str, int]:
-    """Deliver the given outbox rows (those due and free), oldest first."""
+def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, int]:
+    """Deliver the given outbox rows (those due and free) from the database ``using``."""
     from .dispatch import publish, requeue
 
     try:
-        results = delivery.deliver_many([int(pk) for pk in event_ids])
+        results = delivery.deliver_many([int(pk) for pk in event_ids], using=using)
     except (OperationalError, InterfaceError):
         logger.warning("supalytics: delivery task failed; enqueued again", exc_info=True)
-        publish(list(event_ids), countdown=TRANSIENT_RETRY_DELAY)
+        publish(list(event_ids), countdown=TRANSIENT_RETRY_DELAY, using=using)
         return {"retried": len(event_ids)}
-    requeue(results)
+    requeue(results, using)
     return delivery.count_outcomes(results)
 
 
-def enqueue(event_ids: list[int], countdown: float | None = None) -> bool:
+def enqueue(event_ids: list[int], countdown: float | None = None, using: str | None = None) -> bool:
     """Enqueue ``deliver_events``; a wait needs a backend that ``supports_defer``."""
     options: dict[str, Any] = {}
     if conf.TASK_QUEUE:
@@ -56,5 +56,8 @@ def enqueue(event_ids: list[int], countdown: float | None = None) -> bool:
             return False  # left to supalytics_drain: enqueuing now would only bounce
         options["run_after"] = timezone.now() + timedelta(seconds=countdown)
     task_ = deliver_events.using(**options) if options else deliver_events
-    task_.enqueue(event_ids)
+    if using is None:
+        task_.enqueue(event_ids)
+    else:
+        task_.enqueue(event_ids, using)
     return True

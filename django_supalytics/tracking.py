@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import router
+from django.db import connections, router
 
 from .dispatch import schedule
 from .exceptions import InvalidEvent
@@ -72,11 +73,35 @@ def track(
         user = request_user if is_authenticated(request_user) else None
     event = build_event(name, visitor_id=visitor_id, user=user, request=request, metadata=metadata)
     using = using or router.db_for_write(OutboxEvent)
+    if not connections[using].in_atomic_block:
+        _warn_if_in_another_transaction(using)
     if request is not None and event.visitor_id and event.user and get_visitor_id(user) is None:
         link_visitor(user, event.visitor_id)
     event.save(using=using, force_insert=True)
     schedule(event.pk, using)
     return event
+
+
+class OutboxNotInTransactionWarning(RuntimeWarning):
+    """``track()`` wrote to a database other than the one whose transaction is open."""
+
+
+def _warn_if_in_another_transaction(using: str) -> None:
+    # Only initialized connections: looking must not open one.
+    others = [
+        connection.alias
+        for connection in connections.all(initialized_only=True)
+        if connection.alias != using and connection.in_atomic_block
+    ]
+    if others:
+        warnings.warn(
+            f"track() wrote to the outbox in database {using!r} outside any transaction there, "
+            f"while a transaction is open on {', '.join(map(repr, others))}: the event is "
+            "committed now and is sent even if that transaction rolls back. Open the "
+            f"transaction on {using!r} too, or pass track(using=...).",
+            OutboxNotInTransactionWarning,
+            stacklevel=3,
+        )
 
 
 async def atrack(

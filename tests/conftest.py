@@ -16,7 +16,10 @@ from tests.processes import ChildProcess
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     postgres = str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql")
     redis = "redis" in settings.CACHES["default"]["BACKEND"].lower()
+    mariadb = "mariadb" in settings.DATABASES
     for item in items:
+        if item.get_closest_marker("mariadb") and not mariadb:
+            item.add_marker(pytest.mark.skip(reason="needs MariaDB (or MySQL) and mysqlclient"))
         if item.get_closest_marker("postgres") and not postgres:
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL"))
         if item.get_closest_marker("redis") and not redis:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,9 @@ class ChildProcess:
         env.update(
             DJANGO_SETTINGS_MODULE="tests.settings",
             SUPALYTICS_TEST_DB_NAME=str(connection.settings_dict["NAME"]),
+            SUPALYTICS_TEST_DB_NAMES=json.dumps(
+                {alias: str(connections[alias].settings_dict["NAME"]) for alias in connections}
+            ),
             PYTHONPATH=str(ROOT),
             **self.extra_env,
         )

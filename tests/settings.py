@@ -54,6 +54,19 @@ POSTGRES_URL = _service(
     "SUPALYTICS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test", "PostgreSQL"
 )
 REDIS_TEST_URL = _service("SUPALYTICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis")
+# MariaDB (or MySQL 8) as a second database, "mariadb": its database name follows PostgreSQL's,
+# so that test runs beside each other (test_<name>) do not collide.
+_db_name = urlsplit(POSTGRES_URL or "postgres:///test").path.lstrip("/") or "test"
+MARIADB_URL = _service(
+    "SUPALYTICS_TEST_MARIADB_URL", f"mysql://root@127.0.0.1:3306/{_db_name}", "MariaDB"
+)
+if MARIADB_URL and importlib.util.find_spec("MySQLdb") is None:
+    if REQUIRE_SERVICES:
+        raise ImproperlyConfigured(
+            "MariaDB answers but mysqlclient is not installed (pip install -e '.[dev]'; it "
+            "builds against libmariadb-dev)"
+        )
+    MARIADB_URL = None
 
 if POSTGRES_URL:
     DATABASES = {"default": database_from_url(POSTGRES_URL)}
@@ -68,9 +81,39 @@ else:
             "TEST": {"NAME": str(RUN_DIR / "test-db.sqlite3")},
         }
     }
-# A process started by a test connects straight to the test database pytest-django made.
+# "other": a second database of the same kind, for the outbox in more than one database.
+DATABASES["other"] = {
+    **DATABASES["default"],
+    "NAME": f"{DATABASES['default']['NAME']}_other",
+    "TEST": {"NAME": str(RUN_DIR / "test-other.sqlite3")} if not POSTGRES_URL else {},
+}
+# "sqlite": SQLite whatever the default is, for claims by several processes without row locks.
+DATABASES["sqlite"] = {
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": str(RUN_DIR / "outbox.sqlite3"),
+    "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+    "TEST": {"NAME": str(RUN_DIR / "test-outbox.sqlite3")},
+}
+if MARIADB_URL:
+    _parts = urlsplit(MARIADB_URL)
+    DATABASES["mariadb"] = {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": _parts.path.lstrip("/"),
+        "USER": _parts.username or "root",
+        "PASSWORD": _parts.password or "",
+        "HOST": _parts.hostname or "127.0.0.1",
+        "PORT": str(_parts.port or 3306),
+        "OPTIONS": {"charset": "utf8mb4"},
+    }
+# A process started by a test connects straight to the test databases pytest-django made.
 if os.environ.get("SUPALYTICS_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["SUPALYTICS_TEST_DB_NAME"]
+for _alias, _name in json.loads(os.environ.get("SUPALYTICS_TEST_DB_NAMES", "{}")).items():
+    if _alias in DATABASES:
+        DATABASES[_alias]["NAME"] = _name
+# A process started by a test may keep the outbox in another database ("mariadb").
+if os.environ.get("SUPALYTICS_TEST_OUTBOX_DATABASE"):
+    DATABASE_ROUTERS = ["tests.routers.OutboxRouter"]
 
 if REDIS_TEST_URL:
     _base = REDIS_TEST_URL.rsplit("/", 1)[0]

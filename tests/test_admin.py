@@ -1,4 +1,6 @@
+from contextlib import contextmanager
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -134,6 +136,12 @@ def test_change_permission_allows_retry_only(client, django_user_model):
     assert "retry_now" in html and 'value="discard"' not in html
 
 
+def test_discard_replaces_delete_selected(admin_client):
+    _failed()
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert 'value="discard"' in html and 'value="delete_selected"' not in html
+
+
 def test_no_add_button(admin_client):
     url = reverse("admin:django_supalytics_outboxevent_add")
     assert admin_client.get(url).status_code == 403
@@ -196,3 +204,121 @@ def test_visitor_identity_model_validation_refuses_an_invalid_id(django_user_mod
     with pytest.raises(ValidationError) as info:
         identity.full_clean()
     assert "visitor_id" in info.value.message_dict
+
+
+@contextmanager
+def _just_before_the_write(change):
+    """Let ``change`` commit right before the first UPDATE or DELETE of outbox rows runs: a
+    worker (or another admin) acting between an action's SELECT and its write."""
+    from django.db.models.sql import compiler
+
+    fired: list[bool] = []
+
+    def wrap(execute_sql):
+        def wrapped(self, *args, **kwargs):
+            if not fired and self.query.model is OutboxEvent:
+                fired.append(True)
+                change()
+            return execute_sql(self, *args, **kwargs)
+
+        return wrapped
+
+    with (
+        mock.patch.object(
+            compiler.SQLUpdateCompiler,
+            "execute_sql",
+            wrap(compiler.SQLUpdateCompiler.execute_sql),
+        ),
+        mock.patch.object(
+            compiler.SQLDeleteCompiler,
+            "execute_sql",
+            wrap(compiler.SQLDeleteCompiler.execute_sql),
+        ),
+    ):
+        yield
+    assert fired, "no outbox row was written"
+
+
+def _messages(admin_client):
+    response = admin_client.get(reverse(CHANGELIST))
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_retry_now_leaves_a_row_sent_meanwhile(admin_client, django_capture_on_commit_callbacks):
+    failed = _failed()
+
+    def sent():
+        OutboxEvent.objects.filter(pk=failed.pk).update(status="sent", sent_at=timezone.now())
+
+    with _just_before_the_write(sent), django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse(CHANGELIST), {"action": "retry_now", "_selected_action": [failed.pk]}
+        )
+    assert _messages(admin_client) == ["0 event(s) queued for delivery now."]
+    assert OutboxEvent.objects.get(pk=failed.pk).status == "sent"
+
+
+def test_discard_leaves_a_row_claimed_meanwhile(admin_client):
+    failed = _failed()
+
+    def claimed():
+        OutboxEvent.objects.filter(pk=failed.pk).update(status="sending")
+
+    with _just_before_the_write(claimed):
+        admin_client.post(
+            reverse(CHANGELIST), {"action": "discard", "_selected_action": [failed.pk]}
+        )
+    assert _messages(admin_client) == ["0 event(s) discarded."]
+    assert OutboxEvent.objects.get(pk=failed.pk).status == "sending"
+
+
+def test_search_is_exact_on_name_and_visitor(admin_client):
+    track("signup_done", visitor_id="vis-1")
+    track("login", visitor_id="vis-2")
+    found = admin_client.get(reverse(CHANGELIST), {"q": "signup_done"}).context["cl"].result_list
+    assert [e.name for e in found] == ["signup_done"]
+    found = admin_client.get(reverse(CHANGELIST), {"q": "vis-2"}).context["cl"].result_list
+    assert [e.name for e in found] == ["login"]
+    # A substring would read every row of a large outbox: it finds nothing.
+    assert not admin_client.get(reverse(CHANGELIST), {"q": "signup"}).context["cl"].result_list
+
+
+def test_status_code_filter_has_fixed_choices(admin_client):
+    _failed()
+    track("no_answer_yet")
+    response = admin_client.get(reverse(CHANGELIST), {"code": "4xx"})
+    assert [e.name for e in response.context["cl"].result_list] == ["bad"]
+    response = admin_client.get(reverse(CHANGELIST), {"code": "none"})
+    assert [e.name for e in response.context["cl"].result_list] == ["no_answer_yet"]
+
+
+def test_the_unfiltered_list_of_a_large_outbox_is_counted_from_the_estimate(admin_client):
+    track("a")
+    _failed()
+    with mock.patch("django_supalytics.stats.estimated_rows", return_value=5_000_000):
+        unfiltered = admin_client.get(reverse(CHANGELIST)).context["cl"]
+        filtered = admin_client.get(reverse(CHANGELIST), {"status__exact": "failed"}).context["cl"]
+    assert unfiltered.result_count == 5_000_000
+    assert filtered.result_count == 1
+
+
+def test_summary_estimates_sent_rows_of_a_large_outbox():
+    track("pending")
+    _failed()
+    with mock.patch("django_supalytics.stats.estimated_rows", return_value=1_000_000):
+        figures = stats.summary()
+    assert figures.sent_estimated
+    assert figures.counts == {"pending": 1, "sending": 0, "failed": 1, "sent": 999_998}
+
+
+@pytest.mark.postgres
+def test_estimated_rows_reads_the_planner_statistics(monkeypatch):
+    from django.db import connection
+
+    for i in range(3):
+        track(f"e{i}")
+    assert stats.estimated_rows() is None  # small: counted exactly
+    monkeypatch.setattr(stats, "EXACT_COUNT_MAX", 0)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {OutboxEvent._meta.db_table}")
+    assert stats.estimated_rows() == 3

@@ -352,3 +352,38 @@ def test_every_check_id_is_documented():
     documented = set(re.findall(r"supalytics\.[EW]\d{3}", (root / "docs/settings.md").read_text()))
     assert {"supalytics.E011", "supalytics.E012", "supalytics.E013"} <= ids_in_code
     assert ids_in_code <= documented
+
+
+def test_e004_failed_retention_days():
+    assert "supalytics.E004" in ids(FAILED_RETENTION_DAYS=-1)
+    assert "supalytics.E004" in ids(FAILED_RETENTION_DAYS="30")
+    assert ids(FAILED_RETENTION_DAYS=None) == set()
+
+
+def test_e015_outbox_databases_must_be_aliases():
+    assert "supalytics.E015" in ids(OUTBOX_DATABASES=["nope"])
+    assert "supalytics.E015" in ids(OUTBOX_DATABASES="other")
+    assert ids(OUTBOX_DATABASES=["other"]) == set()
+
+
+@pytest.mark.django_db
+def test_e014_a_database_without_skip_locked_is_refused():
+    from unittest import mock
+
+    from django.db import connections
+
+    from django_supalytics.checks import check_skip_locked
+
+    connection = connections["default"]
+
+    assert check_skip_locked(databases=["default"]) == []
+    assert check_skip_locked(databases=None) == []  # database checks run only when asked
+    features = connection.features
+    with (
+        mock.patch.object(type(features), "has_select_for_update", True),
+        mock.patch.object(type(features), "has_select_for_update_skip_locked", False),
+        mock.patch.object(type(connection), "get_database_version", return_value=(10, 5, 9)),
+    ):
+        [error] = check_skip_locked(databases=["default"])
+    assert error.id == "supalytics.E014"
+    assert f"is {connection.display_name} 10.5.9" in error.msg

@@ -125,7 +125,12 @@ def test_status_counts_and_json():
 def _aged(name, status, days):
     event = track(name)
     when = timezone.now() - timedelta(days=days)
-    OutboxEvent.objects.filter(pk=event.pk).update(status=status, sent_at=when, created_at=when)
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        status=status,
+        sent_at=when if status == "sent" else None,
+        failed_at=when if status == "failed" else None,
+        created_at=when,
+    )
     return event
 
 
@@ -294,3 +299,38 @@ def test_backfill_refuses_sensitive_and_relation_fields(django_user_model, model
     assert error.returncode == 2
     assert message in str(error)
     assert not OutboxEvent.objects.exists()
+
+
+def test_backfill_re_run_after_a_purge_sends_nothing_again(
+    django_user_model, published, django_capture_on_commit_callbacks
+):
+    from django_supalytics.models import BackfillRecord
+
+    _subscriptions(django_user_model, 3)
+    with django_capture_on_commit_callbacks(execute=True):
+        run("supalytics_backfill", "shop.Subscription", "--event", "subscription_existing")
+    assert published.call_count == 3
+    OutboxEvent.objects.update(status="sent", sent_at=timezone.now() - timedelta(days=30))
+    assert "Deleted 3" in run("supalytics_purge")
+    assert BackfillRecord.objects.count() == 3  # the purge keeps what the backfill did
+    with django_capture_on_commit_callbacks(execute=True):
+        output = run("supalytics_backfill", "shop.Subscription", "--event", "subscription_existing")
+    assert "Tracked 0 subscription_existing events; 3 rows already done." in output
+    assert not OutboxEvent.objects.exists()
+    assert published.call_count == 3
+
+
+def test_status_marks_an_estimated_sent_count():
+    track("a")
+    with mock.patch("django_supalytics.stats.estimated_rows", return_value=2_000_000):
+        text = run("supalytics_status")
+        data = json.loads(run("supalytics_status", "--json"))
+    assert "sent      ~1999999" in text
+    assert data["sent_estimated"] is True and data["counts"]["sent"] == 1_999_999
+
+
+def test_purge_include_failed_uses_failed_retention(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "FAILED_RETENTION_DAYS": 40}
+    _aged("failed_30_days_ago", "failed", 30)
+    assert "Deleted 0" in run("supalytics_purge", "--include-failed")
+    assert "Deleted 1" in run("supalytics_purge", "--include-failed", "--older-than-days", "20")

@@ -1,16 +1,18 @@
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from unittest import mock
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from django_supalytics import delivery, track
-from django_supalytics.models import OutboxEvent
+from django_supalytics.models import OutboxEvent, db_now
 from django_supalytics.ratelimit import Reservation
 from django_supalytics.signals import event_delivered, event_failed
 from tests.httpserver import DROP, Answer
+from tests.routers import OutboxRouter
 
 pytestmark = pytest.mark.django_db
 
@@ -279,7 +281,7 @@ def test_purge_deletes_old_sent_rows_only():
     pending = track("d")
     OutboxEvent.objects.filter(pk=sent_old.pk).update(status="sent", sent_at=old)
     OutboxEvent.objects.filter(pk=sent_new.pk).update(status="sent", sent_at=timezone.now())
-    OutboxEvent.objects.filter(pk=failed_old.pk).update(status="failed", created_at=old)
+    OutboxEvent.objects.filter(pk=failed_old.pk).update(status="failed", failed_at=old)
     assert delivery.purge(timedelta(days=7), batch_size=1) == 1
     assert set(OutboxEvent.objects.values_list("name", flat=True)) == {"b", "c", "d"}
     assert delivery.purge(timedelta(days=7), include_failed=True) == 1
@@ -452,3 +454,330 @@ def test_a_pause_set_meanwhile_stops_a_slot_reserved_before_it(endpoint, setting
     assert result.outcome == "deferred" and 4 < (result.retry_in or 0) <= 5
     assert endpoint.requests == []
     assert _reload(event).attempts == 0
+
+
+def test_purge_keeps_failed_rows_by_when_they_failed_not_when_created():
+    long_ago = timezone.now() - timedelta(days=60)
+    recent = track("failed_yesterday")
+    OutboxEvent.objects.filter(pk=recent.pk).update(
+        status="failed", created_at=long_ago, failed_at=timezone.now() - timedelta(days=1)
+    )
+    old = track("failed_long_ago")
+    OutboxEvent.objects.filter(pk=old.pk).update(
+        status="failed", created_at=long_ago, failed_at=long_ago
+    )
+    deleted = delivery.purge(
+        timedelta(days=7), include_failed=True, failed_older_than=timedelta(days=30)
+    )
+    assert deleted == 1
+    assert list(OutboxEvent.objects.values_list("name", flat=True)) == ["failed_yesterday"]
+
+
+def test_purge_expired_applies_both_retentions(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RETENTION_DAYS": 7, "FAILED_RETENTION_DAYS": 30}
+    for name, status, days in [("s8", "sent", 8), ("s6", "sent", 6), ("f31", "failed", 31)]:
+        event = track(name)
+        when = timezone.now() - timedelta(days=days)
+        OutboxEvent.objects.filter(pk=event.pk).update(status=status, sent_at=when, failed_at=when)
+    failed_10 = track("f10")
+    OutboxEvent.objects.filter(pk=failed_10.pk).update(
+        status="failed", failed_at=timezone.now() - timedelta(days=10)
+    )
+    assert delivery.purge_expired() == 2
+    assert set(OutboxEvent.objects.values_list("name", flat=True)) == {"s6", "f10"}
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "FAILED_RETENTION_DAYS": None}
+    OutboxEvent.objects.filter(pk=failed_10.pk).update(
+        failed_at=timezone.now() - timedelta(days=1000)
+    )
+    assert delivery.purge_expired() == 0  # None keeps failed rows for good
+
+
+def test_purge_keeps_a_row_retried_after_it_was_selected():
+    """The DELETE repeats the condition: a failed row retried meanwhile is not deleted."""
+    from django_supalytics.models import OutboxEventQuerySet
+
+    event = track("retried_meanwhile")
+    long_ago = timezone.now() - timedelta(days=60)
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        status="failed", failed_at=long_ago, created_at=long_ago
+    )
+    select = OutboxEventQuerySet.values_list
+
+    def select_then_retry(self, *args, **kwargs):
+        pks = list(select(self, *args, **kwargs))
+        # An admin's "Retry now" commits between the purge's SELECT and its DELETE.
+        OutboxEvent.objects.filter(pk=event.pk).update(status="pending", failed_at=None)
+        return pks
+
+    with mock.patch.object(OutboxEventQuerySet, "values_list", select_then_retry):
+        deleted = delivery.purge(timedelta(days=7), include_failed=True)
+    assert deleted == 0
+    assert _reload(event).status == "pending"
+
+
+# One clock: the database's. Another process's clock (timezone.now) is off by an hour.
+
+
+@pytest.fixture(params=[timedelta(hours=1), timedelta(hours=-1)], ids=["ahead", "behind"])
+def skewed(request):
+    """A context in which this process's clock (django.utils.timezone.now) is off by an hour
+    from the database's: the web server or the worker of another machine."""
+    real_now = timezone.now
+
+    def skew():
+        return mock.patch(
+            "django.utils.timezone.now", side_effect=lambda: real_now() + request.param
+        )
+
+    return skew
+
+
+def test_rows_tracked_on_a_skewed_web_server_are_due_at_once(skewed):
+    with skewed():
+        event = track("skewed")
+    claimed = delivery.claim([event.pk])
+    assert [e.pk for e in claimed] == [event.pk]
+    row = _reload(event)
+    assert abs(row.next_attempt_at - timezone.now()) < timedelta(minutes=5)
+
+
+def test_a_skewed_worker_claims_due_rows_and_leases_by_the_database_clock(skewed):
+    event = track("e")
+    with skewed():
+        [claimed] = delivery.claim([event.pk])
+    row = _reload(event)
+    assert row.lease_owner == claimed.lease_owner
+    assert abs(row.lease_expires_at - (timezone.now() + timedelta(seconds=60))) < timedelta(
+        minutes=5
+    )
+
+
+def test_a_skewed_worker_neither_steals_a_live_lease_nor_misses_an_expired_one(skewed):
+    live = track("live")
+    expired = track("expired")
+    [held] = delivery.claim([live.pk])
+    delivery.claim([expired.pk])
+    # The database says this lease ran out a second ago.
+    OutboxEvent.objects.filter(pk=expired.pk).update(
+        lease_expires_at=db_now(-1), next_attempt_at=db_now(-120)
+    )
+    with skewed():
+        assert delivery.reclaim_expired() == 1
+        assert [e.pk for e in delivery.claim(limit=10)] == [expired.pk]
+    assert _reload(live).lease_owner == held.lease_owner
+
+
+def test_a_wait_is_timed_by_the_database_clock(endpoint, skewed):
+    endpoint.script(Answer(429, {"error": "rate_limited"}, {"Retry-After": "30"}))
+    event = track("e")
+    with skewed():
+        assert delivery.deliver(event.pk).outcome == "rate_limited"
+        [early] = delivery.deliver_many([event.pk])
+    assert early.outcome == "deferred"
+    assert early.retry_in is not None and 20 < early.retry_in <= 30
+    row = _reload(event)
+    assert abs(row.next_attempt_at - (timezone.now() + timedelta(seconds=30))) < timedelta(
+        minutes=5
+    )
+
+
+def test_recorded_times_are_read_back_for_the_signals(endpoint):
+    seen = []
+
+    def receiver(sender, event, **kwargs):
+        seen.append(event.sent_at)
+
+    event_delivered.connect(receiver)
+    try:
+        assert delivery.deliver(track("e").pk).outcome == "sent"
+    finally:
+        event_delivered.disconnect(receiver)
+    [sent_at] = seen
+    assert isinstance(sent_at, datetime)
+    assert abs(sent_at - timezone.now()) < timedelta(minutes=5)
+
+
+# The outbox in more than one database
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_a_router_that_puts_the_outbox_in_another_database(endpoint, settings):
+    settings.DATABASE_ROUTERS = [OutboxRouter("other")]
+    with transaction.atomic(using="other"):
+        event = track("routed")
+    assert not OutboxEvent.objects.using("default").exists()
+    # Claim, send and record, each in a transaction on "other" (no TransactionManagementError).
+    assert delivery.deliver(event.pk).outcome == "sent"
+    assert OutboxEvent.objects.using("other").get(pk=event.pk).status == "sent"
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_a_read_replica_router_does_not_hide_the_rows_just_claimed(endpoint, settings):
+    # Reads go to "other", a replica that has not caught up (it has no rows at all).
+    settings.DATABASE_ROUTERS = [OutboxRouter("default", read_alias="other")]
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "sent"
+    assert OutboxEvent.objects.using("default").get(pk=event.pk).status == "sent"
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_rows_tracked_in_another_database_are_published_and_claimed_there(
+    endpoint, django_capture_on_commit_callbacks
+):
+    from django_supalytics import tasks
+
+    with (
+        mock.patch("django_supalytics.tasks.deliver_events.apply_async") as apply_async,
+        django_capture_on_commit_callbacks(using="other", execute=True),
+        transaction.atomic(using="other"),
+    ):
+        event = track("elsewhere", using="other")
+    assert apply_async.call_args.args[0] == ([event.pk], "other")
+    assert tasks.deliver_events([event.pk], "other") == {"sent": 1}
+    assert OutboxEvent.objects.using("other").get(pk=event.pk).status == "sent"
+    assert [r.json["name"] for r in endpoint.requests] == ["elsewhere"]
+
+
+# MariaDB / MySQL, for real
+
+
+@pytest.fixture
+def mariadb_not_in_utc():
+    """A MariaDB session whose time zone is not UTC (Django leaves the server's as it is)."""
+    from django.db import connections
+
+    with connections["mariadb"].cursor() as cursor:
+        cursor.execute("SET time_zone = '+05:00'")
+    yield
+    with connections["mariadb"].cursor() as cursor:
+        cursor.execute("SET time_zone = @@global.time_zone")
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"])
+@pytest.mark.usefixtures("mariadb_not_in_utc")
+def test_mariadb_claim_send_and_record(endpoint):
+    with transaction.atomic(using="mariadb"):
+        event = track("on_mariadb", visitor_id="v1", using="mariadb")
+    [claimed] = delivery.claim([event.pk], using="mariadb")
+    row = OutboxEvent.objects.using("mariadb").get(pk=event.pk)
+    assert (row.status, row.lease_owner) == ("sending", claimed.lease_owner)
+    assert row.lease_expires_at is not None
+    # The database's clock, in UTC like every stored time (not the session's time zone).
+    assert abs(row.lease_expires_at - (timezone.now() + timedelta(seconds=60))) < timedelta(
+        minutes=5
+    )
+    assert delivery.send(claimed).outcome == "sent"
+    row = OutboxEvent.objects.using("mariadb").get(pk=event.pk)
+    assert (row.status, row.attempts, row.lease_owner) == ("sent", 1, None)
+    assert row.sent_at is not None
+    assert abs(row.sent_at - timezone.now()) < timedelta(minutes=5)
+    [request] = endpoint.requests
+    assert request.headers["Idempotency-Key"] == str(event.uuid)
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"])
+def test_mariadb_retry_waits_and_leases_expire_by_its_clock(endpoint):
+    endpoint.script(Answer(429, {"error": "rate_limited"}, {"Retry-After": "30"}))
+    event = track("e", using="mariadb")
+    assert delivery.deliver(event.pk, using="mariadb").outcome == "rate_limited"
+    [early] = delivery.deliver_many([event.pk], using="mariadb")
+    assert early.outcome == "deferred" and 20 < (early.retry_in or 0) <= 30
+    rows = OutboxEvent.objects.using("mariadb")
+    rows.filter(pk=event.pk).update(
+        status="sending", lease_expires_at=db_now(-1), next_attempt_at=db_now(-60)
+    )
+    assert delivery.reclaim_expired(using="mariadb") == 1
+    assert [e.pk for e in delivery.due(using="mariadb")] == [event.pk]
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"], transaction=True)
+def test_mariadb_concurrent_claimers_skip_locked_rows():
+    from django.db import connections
+
+    events = [track(f"e{i}", using="mariadb") for i in range(40)]
+    claimed: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def claimer():
+        try:
+            barrier.wait()
+            mine: list[int] = []
+            while batch := delivery.claim(limit=3, using="mariadb"):
+                mine.extend(e.pk for e in batch)
+            claimed.append(mine)
+        finally:
+            connections["mariadb"].close()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [pk for mine in claimed for pk in mine]
+    assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
+    assert sum(1 for mine in claimed if mine) >= 2
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"])
+def test_mariadb_purge_and_the_skip_locked_check(settings):
+    from django_supalytics.checks import check_skip_locked
+
+    settings.DATABASE_ROUTERS = [OutboxRouter("mariadb")]
+    assert check_skip_locked(databases=["mariadb"]) == []
+    old = track("old", using="mariadb")
+    OutboxEvent.objects.using("mariadb").filter(pk=old.pk).update(
+        status="sent", sent_at=db_now(-8 * 86400)
+    )
+    track("pending", using="mariadb")
+    assert delivery.purge(timedelta(days=7)) == 1
+    assert list(OutboxEvent.objects.using("mariadb").values_list("name", flat=True)) == ["pending"]
+
+
+# SQLite: no row locks; the claim's UPDATE re-checks the condition
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"], transaction=True)
+def test_sqlite_worker_processes_never_claim_the_same_row():
+    import json
+    import subprocess
+    import sys
+
+    from tests.processes import ROOT, ChildProcess
+
+    events = [track(f"e{i}", using="sqlite") for i in range(60)]
+    env = ChildProcess([]).env()
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.claimer", "sqlite"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    claimed = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()
+        claimed.append(json.loads(out))
+    every = [pk for mine in claimed for pk in mine]
+    assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
+    rows = OutboxEvent.objects.using("sqlite")
+    assert rows.filter(status="sending").count() == 60
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+def test_sqlite_now_has_the_precision_of_stored_times():
+    """SQLite's clock has milliseconds, stored times microseconds: a row due at the end of the
+    current millisecond is due now (it would not be if now were the millisecond's start)."""
+    event = track("e", using="sqlite")
+    rows = OutboxEvent.objects.using("sqlite")
+    now = timezone.now()
+    end_of_millisecond = now.replace(microsecond=now.microsecond // 1000 * 1000 + 999)
+    rows.filter(pk=event.pk).update(next_attempt_at=end_of_millisecond)
+    assert [e.pk for e in delivery.claim(using="sqlite")] == [event.pk]

@@ -61,3 +61,19 @@ def test_faults_are_retried_and_each_event_is_stored_exactly_once(
     assert sorted(received) == sorted(str(e.uuid) for e in events)
     retried = OutboxEvent.objects.filter(attempts__gt=1).count()
     assert retried >= 1  # the 500s and the drops cost attempts; 429s do not
+
+
+@pytest.mark.mariadb
+@pytest.mark.django_db(databases=["default", "mariadb"], transaction=True)
+def test_worker_delivers_from_an_outbox_on_mariadb(server, processes, settings):
+    """The outbox routed to MariaDB: track(), the worker's claim and record all happen there."""
+    from tests.routers import OutboxRouter
+
+    settings.DATABASE_ROUTERS = [OutboxRouter("mariadb")]
+    processes.append(start_worker_process(server.url, SUPALYTICS_TEST_OUTBOX_DATABASE="mariadb"))
+    with transaction.atomic(using="mariadb"):
+        events = [track(f"maria_{i}", visitor_id=f"v{i}") for i in range(5)]
+    rows = OutboxEvent.objects.using("mariadb")
+    wait_for(lambda: rows.filter(status="sent").count() == 5, timeout=60)
+    assert {r.headers["Idempotency-Key"] for r in server.requests} == {str(e.uuid) for e in events}
+    assert not OutboxEvent.objects.using("default").exists()

@@ -110,3 +110,28 @@ def test_delivery_tasks_retry_for_database_broker_and_redis_errors():
         assert {OperationalError, InterfaceError, BrokerError} <= set(retried)
         assert task.max_retries == tasks.TRANSIENT_RETRIES
         assert ValueError not in retried
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_sweep_covers_every_outbox_database(published, settings):
+    from unittest import mock
+
+    from django_supalytics.models import db_now
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "OUTBOX_DATABASES": ["other"]}
+    lost = track("lost", using="other")
+    OutboxEvent.objects.using("other").filter(pk=lost.pk).update(next_attempt_at=db_now(-300))
+    with mock.patch("django_supalytics.tasks.deliver_events.apply_async") as apply_async:
+        assert tasks.sweep_outbox() == {"reclaimed": 0, "enqueued": 1}
+    assert apply_async.call_args.args[0] == ([lost.pk], "other")
+
+
+def test_purge_task_keeps_failed_rows_for_their_own_retention(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RETENTION_DAYS": 1, "FAILED_RETENTION_DAYS": 3}
+    failed = track("failed")
+    OutboxEvent.objects.filter(pk=failed.pk).update(
+        status="failed", failed_at=timezone.now() - timedelta(days=2)
+    )
+    assert tasks.purge_outbox() == 0
+    OutboxEvent.objects.filter(pk=failed.pk).update(failed_at=timezone.now() - timedelta(days=4))
+    assert tasks.purge_outbox() == 1

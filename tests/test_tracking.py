@@ -133,3 +133,18 @@ def test_track_with_request_links_a_user_who_has_no_id(published):
 def test_track_never_touches_the_network(published):
     with mock.patch("requests.Session.send", side_effect=AssertionError("network")):
         track("e")
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_track_warns_when_the_open_transaction_is_on_another_database(published):
+    from django_supalytics.tracking import OutboxNotInTransactionWarning
+
+    with (
+        pytest.warns(OutboxNotInTransactionWarning, match="open on 'other'"),
+        transaction.atomic(using="other"),
+    ):
+        track("not_atomic_with_other")
+    # Inside a transaction on the outbox's database too: no warning (warnings are errors here).
+    with transaction.atomic(using="other"), transaction.atomic():
+        track("atomic")
+    assert OutboxEvent.objects.count() == 2

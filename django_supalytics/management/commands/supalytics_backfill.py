@@ -12,13 +12,14 @@ from django.db import models, transaction
 
 from ...checks import sensitive_field
 from ...exceptions import InvalidEvent
-from ...models import OutboxEvent
+from ...models import BackfillRecord, OutboxEvent, outbox_alias
 from ...tasks import enqueue
 from ...tracking import build_event
 from ._common import Progress, usage_error
 
-#: Namespace of backfilled events' UUIDs: the same row and event name give the same UUID, so a
-#: re-run adds nothing twice, and the API sees the same Idempotency-Key.
+#: Namespace of backfilled events' UUIDs: the same row and event name give the same UUID, so the
+#: API sees the same Idempotency-Key. A re-run skips rows with a ``BackfillRecord`` of that UUID,
+#: kept after the event itself is purged (the API may ignore idempotency keys).
 BACKFILL_NAMESPACE = uuid.UUID("6f0c8a4e-5d1b-4b7e-9a55-2f6b1f0f5e11")
 
 
@@ -149,8 +150,15 @@ class Command(BaseCommand):
         dry_run: bool,
     ) -> tuple[int, int]:
         label = model_class._meta.label_lower
+        alias = outbox_alias()
         wanted = {backfill_uuid(label, row.pk, name): row for row in batch}
-        done = set(OutboxEvent.objects.filter(uuid__in=wanted).values_list("uuid", flat=True))
+        done = set(
+            BackfillRecord.objects.using(alias).filter(key__in=wanted).values_list("key", flat=True)
+        )
+        # Events backfilled before BackfillRecord existed count as done too.
+        done.update(
+            OutboxEvent.objects.using(alias).filter(uuid__in=wanted).values_list("uuid", flat=True)
+        )
         events = []
         for key, row in wanted.items():
             if key in done:
@@ -172,11 +180,17 @@ class Command(BaseCommand):
             events.append(event)
         if dry_run or not events:
             return len(events), len(done)
-        with transaction.atomic():
-            OutboxEvent.objects.bulk_create(events, ignore_conflicts=True)
-            pks = OutboxEvent.objects.filter(uuid__in=[e.uuid for e in events]).values_list(
-                "pk", flat=True
+        with transaction.atomic(using=alias):
+            # The record commits with the event, or neither does.
+            BackfillRecord.objects.using(alias).bulk_create(
+                [BackfillRecord(key=event.uuid) for event in events], ignore_conflicts=True
+            )
+            OutboxEvent.objects.using(alias).bulk_create(events, ignore_conflicts=True)
+            pks = (
+                OutboxEvent.objects.using(alias)
+                .filter(uuid__in=[e.uuid for e in events])
+                .values_list("pk", flat=True)
             )
             for pk in pks:
-                transaction.on_commit(partial(enqueue, pk))
+                transaction.on_commit(partial(enqueue, pk), using=alias)
         return len(events), len(done)

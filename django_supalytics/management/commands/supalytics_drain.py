@@ -17,7 +17,7 @@ WAIT_STEP = 5.0
 class Command(BaseCommand):
     help = (
         "Deliver due events from this process, without Celery: for cron-only sites and "
-        "emergencies. Oldest first, through the same shared rate limiter as the workers, "
+        "emergencies. Longest due first, through the same shared rate limiter as the workers, "
         "so it can run beside them."
     )
 
@@ -34,13 +34,25 @@ class Command(BaseCommand):
             default=None,
             help="rows claimed per transaction (default: SUPALYTICS BATCH_SIZE)",
         )
+        parser.add_argument(
+            "--database",
+            default=None,
+            help="the outbox's database alias (default: the router's for OutboxEvent)",
+        )
 
-    def handle(self, *args: Any, limit: int | None, batch_size: int | None, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        limit: int | None,
+        batch_size: int | None,
+        database: str | None,
+        **options: Any,
+    ) -> None:
         if limit is not None and limit < 1:
             raise usage_error("--limit must be at least 1")
         if batch_size is not None and batch_size < 1:
             raise usage_error("--batch-size must be at least 1")
-        total = delivery.due().count()
+        total = delivery.due(using=database).count()
         if limit is not None:
             total = min(total, limit)
         if not total:
@@ -50,7 +62,9 @@ class Command(BaseCommand):
         progress = Progress(total, self.stdout, "Delivering")
         done = 0
         while done < total:
-            results = delivery.deliver_due(min(batch_size or conf.BATCH_SIZE, total - done))
+            results = delivery.deliver_due(
+                min(batch_size or conf.BATCH_SIZE, total - done), using=database
+            )
             if not results:
                 break
             for result in results:

@@ -15,7 +15,8 @@ from ._common import usage_error
 class Command(BaseCommand):
     help = (
         "Delete sent events older than RETENTION_DAYS (or --older-than-days) from the outbox, "
-        "in batches. Pending events are never deleted."
+        "in batches; with --include-failed, also failed events that failed longer than "
+        "FAILED_RETENTION_DAYS (or --older-than-days) ago. Pending events are never deleted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -26,10 +27,17 @@ class Command(BaseCommand):
             help="age in days (default: SUPALYTICS['RETENTION_DAYS'])",
         )
         parser.add_argument(
-            "--include-failed", action="store_true", help="also delete failed events of that age"
+            "--include-failed",
+            action="store_true",
+            help="also delete failed events, by when they failed",
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="count what would be deleted; delete nothing"
+        )
+        parser.add_argument(
+            "--database",
+            default=None,
+            help="the outbox's database alias (default: the router's for OutboxEvent)",
         )
 
     def handle(
@@ -38,6 +46,7 @@ class Command(BaseCommand):
         older_than_days: float | None,
         include_failed: bool,
         dry_run: bool,
+        database: str | None,
         **options: Any,
     ) -> None:
         days = conf.RETENTION_DAYS if older_than_days is None else older_than_days
@@ -50,9 +59,13 @@ class Command(BaseCommand):
             timezone.now() - age
         except OverflowError as exc:
             raise usage_error(f"--older-than-days {days:g} reaches before year 1") from exc
+        failed_days = conf.FAILED_RETENTION_DAYS if older_than_days is None else older_than_days
+        failed_age = None if failed_days is None else timedelta(days=failed_days)
+        include_failed = include_failed and failed_age is not None
+        which: dict[str, Any] = {"include_failed": include_failed, "failed_older_than": failed_age}
         if dry_run:
-            count = delivery.purgeable(age, include_failed=include_failed).count()
+            count = delivery.purgeable(age, using=database, **which).count()
             self.stdout.write(f"Would delete {count} events older than {days:g} days.")
             return
-        deleted = delivery.purge(age, include_failed=include_failed)
+        deleted = delivery.purge(age, using=database, **which)
         self.stdout.write(f"Deleted {deleted} events older than {days:g} days.")

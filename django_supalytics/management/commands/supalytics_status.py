@@ -22,14 +22,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON instead")
+        parser.add_argument(
+            "--database",
+            default=None,
+            help="the outbox's database alias (default: the router's for OutboxEvent)",
+        )
 
-    def handle(self, *args: Any, json: bool = False, **options: Any) -> None:
-        figures = summary()
+    def handle(
+        self, *args: Any, json: bool = False, database: str | None = None, **options: Any
+    ) -> None:
+        figures = summary(using=database)
         if json:
             self.stdout.write(_dumps(figures.as_json()))
             return
         for status, count in figures.counts.items():
-            self.stdout.write(f"{status:<10}{count:>8}")
+            about = "~" if status == "sent" and figures.sent_estimated else ""
+            self.stdout.write(f"{status:<10}{about + str(count):>8}")
         self.stdout.write(f"oldest pending      {_age(figures.oldest_pending_age)}")
         self.stdout.write(f"delivered last hour {figures.delivered_last_hour}")
         self.stdout.write(f"failed last hour    {figures.failed_last_hour}")
