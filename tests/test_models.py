@@ -128,3 +128,11 @@ def test_mariadb_builds_the_partial_indexes_as_plain_ones_and_estimates_rows(mon
         cursor.execute(f"ANALYZE TABLE {TABLE}")
         cursor.fetchall()
     assert stats.estimated_rows("mariadb") == 3
+
+
+def test_migrations_match_the_models():
+    from django.core.management import call_command
+
+    call_command(
+        "makemigrations", "django_supalytics", "supalytics_receiver", check=True, dry_run=True
+    )

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_supalytics', '0001_initial'),
+        ('django_supalytics', '0002_outbox_indexes_db_clock_backfill'),
     ]
 
     operations = [
