@@ -198,6 +198,18 @@ class OutboxEventAdmin(_OutboxEventAdmin):
 @admin.register(VisitorIdentity)
 class VisitorIdentityAdmin(_VisitorIdentityAdmin):
     list_display = ["user", "visitor_id", "first_seen", "last_seen"]
-    search_fields = ["visitor_id", "user__username", "user__email"]
     raw_id_fields = ["user"]
     readonly_fields = ["first_seen", "last_seen"]
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        from django.contrib.auth import get_user_model
+
+        return ["visitor_id", *user_search_fields(get_user_model())]
+
+
+def user_search_fields(user_model: Any) -> list[str]:
+    """``user__<field>`` lookups for the user model's name and email fields, where it has them
+    (a custom user model may have neither ``username`` nor ``email``)."""
+    names = {field.name for field in user_model._meta.get_fields()}
+    wanted = (getattr(user_model, "USERNAME_FIELD", None), getattr(user_model, "EMAIL_FIELD", None))
+    return [f"user__{name}" for name in dict.fromkeys(wanted) if name and name in names]

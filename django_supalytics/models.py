@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from .validation import visitor_id_validator
+from .validation import NAME_MAX_LENGTH, VISITOR_ID_MAX_LENGTH, visitor_id_validator
 
 if TYPE_CHECKING:
     from django.db.models.expressions import Combinable
@@ -112,8 +112,8 @@ class OutboxEvent(models.Model):
         editable=False,
         help_text="Sent as the Idempotency-Key header on every attempt.",
     )
-    name = models.CharField(max_length=64)
-    visitor_id = models.CharField(max_length=128, blank=True)
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    visitor_id = models.CharField(max_length=VISITOR_ID_MAX_LENGTH, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -195,7 +195,9 @@ class VisitorIdentity(models.Model):
         on_delete=models.CASCADE,
         related_name="supalytics_identity",
     )
-    visitor_id = models.CharField(max_length=128, db_index=True, validators=[visitor_id_validator])
+    visitor_id = models.CharField(
+        max_length=VISITOR_ID_MAX_LENGTH, db_index=True, validators=[visitor_id_validator]
+    )
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now)
 

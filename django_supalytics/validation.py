@@ -25,6 +25,8 @@ VISITOR_ID_MAX_LENGTH = 128
 METADATA_MAX_KEYS = 10
 METADATA_KEY_MAX_LENGTH = 64
 METADATA_VALUE_MAX_LENGTH = 255
+#: The mock receiver refuses a longer ``Idempotency-Key`` rather than cut it (OURS).
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 BODY_MAX_BYTES = 16 * 1024
 ALLOWED_FIELDS = frozenset({"name", "visitor_id", "metadata"})
 

@@ -322,3 +322,29 @@ def test_estimated_rows_reads_the_planner_statistics(monkeypatch):
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {OutboxEvent._meta.db_table}")
     assert stats.estimated_rows() == 3
+
+
+def test_visitor_identity_search_follows_the_user_model():
+    from django.contrib.auth.models import Group, User
+
+    from django_supalytics.admin import user_search_fields
+
+    assert user_search_fields(User) == ["user__username", "user__email"]
+
+    class EmailOnly(User):  # a custom user model whose login is its email
+        USERNAME_FIELD = "email"
+
+        class Meta:
+            proxy = True
+            app_label = "auth"
+
+    assert user_search_fields(EmailOnly) == ["user__email"]
+    assert user_search_fields(Group) == []  # neither field: visitor ID search only
+
+
+def test_visitor_identity_admin_search_works(admin_client, django_user_model):
+    user = django_user_model.objects.create(username="findme", email="f@example.com")
+    VisitorIdentity.objects.create(user=user, visitor_id="v-search")
+    url = reverse("admin:django_supalytics_visitoridentity_changelist")
+    for term in ("v-search", "findme", "f@example.com"):
+        assert "v-search" in admin_client.get(url, {"q": term}).content.decode()

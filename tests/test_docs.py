@@ -179,9 +179,7 @@ def test_every_documented_command_option_exists():
         "supalytics_backfill",
     }
     for command, usage in rows:
-        parser = load_command_class(commands[command], command).create_parser(
-            "manage.py", command
-        )
+        parser = load_command_class(commands[command], command).create_parser("manage.py", command)
         known = {option for action in parser._actions for option in action.option_strings}
         documented = set(re.findall(r"--[a-z][a-z-]*", usage))
         assert documented <= known, f"{command}: {documented - known} not in its parser"

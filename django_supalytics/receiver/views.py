@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from ..exceptions import InvalidEvent
 from ..ratelimit import key_id
-from ..validation import BODY_MAX_BYTES, validate_payload
+from ..validation import BODY_MAX_BYTES, IDEMPOTENCY_KEY_MAX_LENGTH, validate_payload
 from . import faults, stats
 from .conf import conf
 from .models import ReceivedEvent
@@ -28,7 +28,6 @@ from .ratelimit import hit
 
 logger = logging.getLogger("django_supalytics.receiver")
 
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
 _IDEMPOTENCY_KEY_RE = re.compile(rf"[ -~]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
 
 

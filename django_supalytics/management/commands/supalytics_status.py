@@ -21,7 +21,9 @@ class Command(BaseCommand):
     help = "Show the outbox at a glance: events by status, backlog age, recent deliveries."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--json", action="store_true", help="print JSON instead")
+        parser.add_argument(
+            "--json", action="store_true", dest="as_json", help="print JSON instead"
+        )
         parser.add_argument(
             "--database",
             default=None,
@@ -29,10 +31,10 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args: Any, json: bool = False, database: str | None = None, **options: Any
+        self, *args: Any, as_json: bool = False, database: str | None = None, **options: Any
     ) -> None:
         figures = summary(using=database)
-        if json:
+        if as_json:
             self.stdout.write(_dumps(figures.as_json()))
             return
         for status, count in figures.counts.items():
