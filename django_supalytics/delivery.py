@@ -401,12 +401,17 @@ def count_outcomes(results: list[Result]) -> dict[str, int]:
 
 
 def deliver_due(
-    limit: int, sleep: Callable[[float], None] = time.sleep, using: str | None = None
+    limit: int,
+    sleep: Callable[[float], None] = time.sleep,
+    using: str | None = None,
+    batch_size: int | None = None,
 ) -> list[Result]:
-    """Claim up to ``limit`` due rows, longest due first, in batches, and send them."""
+    """Claim up to ``limit`` due rows, longest due first, in batches of ``batch_size``
+    (default ``BATCH_SIZE``), and send them."""
+    size = batch_size or conf.BATCH_SIZE
     results: list[Result] = []
     while len(results) < limit:
-        batch = claim(limit=min(conf.BATCH_SIZE, limit - len(results)), using=using)
+        batch = claim(limit=min(size, limit - len(results)), using=using)
         if not batch:
             break
         results.extend(send_batch(batch, sleep))

@@ -49,6 +49,9 @@ class Summary:
     last_error: str
     last_error_at: datetime | None
     sent_estimated: bool = False
+    #: Rows ``sending`` whose lease ran out: their worker died, and no sweeper reclaimed them
+    #: yet (unlike ``counts["sending"]``, which also counts rows being sent right now).
+    stuck_sending: int = 0
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,6 +98,7 @@ def summary(now: datetime | None = None, using: str | None = None) -> Summary:
         last_error=errored["last_error"] if errored else "",
         last_error_at=errored["next_attempt_at"] if errored else None,
         sent_estimated=estimate is not None,
+        stuck_sending=rows.expired_leases().count(),
     )
 
 

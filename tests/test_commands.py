@@ -334,3 +334,40 @@ def test_purge_include_failed_uses_failed_retention(settings):
     _aged("failed_30_days_ago", "failed", 30)
     assert "Deleted 0" in run("supalytics_purge", "--include-failed")
     assert "Deleted 1" in run("supalytics_purge", "--include-failed", "--older-than-days", "20")
+
+
+def test_drain_batch_size_above_the_setting_claims_that_many(endpoint, settings):
+    from django_supalytics import delivery
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "BATCH_SIZE": 2}
+    for i in range(6):
+        track(f"d{i}")
+    sizes = []
+    real_claim = delivery.claim
+
+    def counting_claim(*args, **kwargs):
+        claimed = real_claim(*args, **kwargs)
+        sizes.append(len(claimed))
+        return claimed
+
+    with mock.patch.object(delivery, "claim", counting_claim):
+        run("supalytics_drain", "--batch-size", "5")
+    assert sizes[0] == 5
+    assert OutboxEvent.objects.filter(status="sent").count() == 6
+
+
+def test_status_tells_stuck_rows_from_rows_being_sent():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    live, stuck = track("live"), track("stuck")
+    OutboxEvent.objects.filter(pk=live.pk).update(
+        status="sending", lease_expires_at=timezone.now() + timedelta(minutes=1)
+    )
+    OutboxEvent.objects.filter(pk=stuck.pk).update(
+        status="sending", lease_expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    data = json.loads(run("supalytics_status", "--json"))
+    assert (data["counts"]["sending"], data["stuck_sending"]) == (2, 1)
+    assert "stuck sending       1" in run("supalytics_status")

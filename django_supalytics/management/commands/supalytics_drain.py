@@ -62,9 +62,8 @@ class Command(BaseCommand):
         progress = Progress(total, self.stdout, "Delivering")
         done = 0
         while done < total:
-            results = delivery.deliver_due(
-                min(batch_size or conf.BATCH_SIZE, total - done), using=database
-            )
+            size = batch_size or conf.BATCH_SIZE
+            results = delivery.deliver_due(min(size, total - done), using=database, batch_size=size)
             if not results:
                 break
             for result in results:

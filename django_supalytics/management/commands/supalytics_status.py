@@ -43,6 +43,7 @@ class Command(BaseCommand):
         self.stdout.write(f"oldest pending      {_age(figures.oldest_pending_age)}")
         self.stdout.write(f"delivered last hour {figures.delivered_last_hour}")
         self.stdout.write(f"failed last hour    {figures.failed_last_hour}")
+        self.stdout.write(f"stuck sending       {figures.stuck_sending}")
         if figures.last_error:
             self.stdout.write(f"last error          {figures.last_error}")
 
