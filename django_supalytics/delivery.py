@@ -174,15 +174,6 @@ def _signal(event: OutboxEvent, kind: Kind | None) -> None:
         send_safely(event_failed, OutboxEvent, event=event, error=event.last_error)
 
 
-def record(event: OutboxEvent, outcome: Outcome) -> Result:
-    """Store the outcome of a request for a leased row; send the signals."""
-    result, kind = _update(event, outcome)
-    if kind is not None:
-        _load_db_times([event])
-    _signal(event, kind)
-    return result
-
-
 @dataclass(frozen=True)
 class _Deferred:
     """No request was made: try again in ``delay`` seconds (``None``: delivery is off)."""

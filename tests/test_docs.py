@@ -212,3 +212,28 @@ def test_runbook_commands_run(endpoint, published):
         call_command(name, *args, stdout=io.StringIO(), stderr=io.StringIO())
     assert not OutboxEvent.objects.filter(name="runbook_failed").exists()  # purged
     assert [r.json["name"] for r in endpoint.requests] == ["runbook_pending", "setup_check"]
+
+
+def _python_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```python\n(.*?)```", path.read_text(), re.S):
+            blocks.append((path.name, block))
+    return blocks
+
+
+def test_every_python_example_in_the_docs_compiles():
+    for name, block in _python_blocks():
+        compile(block, name, "exec")
+
+
+def test_every_setting_the_docs_name_exists():
+    """``SUPALYTICS["X"]`` and ``SUPALYTICS_RECEIVER["X"]`` anywhere in the docs name real keys."""
+    from django_supalytics.conf import DEFAULTS
+    from django_supalytics.receiver.conf import DEFAULTS as RECEIVER_DEFAULTS
+
+    text = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    client = set(re.findall(r'SUPALYTICS\[["\']([A-Z_]+)["\']\]', text))
+    receiver = set(re.findall(r'SUPALYTICS_RECEIVER\[["\']([A-Z_]+)["\']\]', text))
+    assert client and client <= set(DEFAULTS), client - set(DEFAULTS)
+    assert receiver <= set(RECEIVER_DEFAULTS), receiver - set(RECEIVER_DEFAULTS)
