@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -257,14 +257,15 @@ def send_batch(
     """Send claimed rows, in the order claimed, up to ``SEND_CONCURRENCY`` requests at a time.
 
     Requests overlap so that one worker process is not held to one request per round trip; the
-    shared limiter still spaces them. Only the task's own thread touches the database: the
-    outcomes are recorded together, in one short transaction, and signals sent after it. When
+    shared limiter still spaces them. Only the task's own thread touches the database: each
+    outcome is recorded as soon as it arrives (a short transaction for what arrived together),
+    and the lease of the rows still waiting is renewed every third of ``LEASE_SECONDS``, so a
+    slow API never lets another worker take over, and POST again, a row this one holds. When
     the limiter says wait (or delivery is off), the rows not sent are handed back, ``deferred``.
     """
     if not batch:
         return []
     api_key = conf.API_KEY
-    outcomes: list[Outcome | _Deferred]
     problem = client.api_key_problem(api_key) if api_key else None
     if not conf.ENABLED or not api_key or problem:
         if not conf.ENABLED:
@@ -276,20 +277,72 @@ def send_batch(
             # loop of requests) until the key is fixed. The key itself is never written out.
             reason = str(problem)
             logger.error("supalytics: %s; %d event(s) not sent", reason, len(batch))
-        outcomes = [_Deferred(None, f"not sent: {reason}")] * len(batch)
-    else:
-        stop: list[_Deferred] = []
-        limiter = get_limiter(api_key)
-        circuit = get_circuit(api_key)
-        concurrency = min(conf.SEND_CONCURRENCY, len(batch))
-        if concurrency <= 1:
-            outcomes = [_attempt(event, api_key, limiter, circuit, stop, sleep) for event in batch]
-        else:
-            outcomes = list(
-                _executor(concurrency).map(
-                    lambda event: _attempt(event, api_key, limiter, circuit, stop, sleep), batch
-                )
+        outcomes: list[Outcome | _Deferred] = [_Deferred(None, f"not sent: {reason}")] * len(batch)
+        return _record(batch, outcomes, sleep)
+    stop: list[_Deferred] = []
+    limiter = get_limiter(api_key)
+    circuit = get_circuit(api_key)
+    lost: set[int] = set()  # rows whose lease another worker took over: never POSTed here
+
+    def attempt(event: OutboxEvent) -> Outcome | _Deferred | None:
+        if event.pk in lost:
+            return None
+        try:
+            return _attempt(event, api_key, limiter, circuit, stop, sleep)
+        except Exception:  # a bug: hand the row back rather than leave it leased
+            logger.exception("supalytics: sending event %s failed", event.pk)
+            return _Deferred(LIMITER_DOWN_PAUSE, "not sent: an error in the worker (see its log)")
+
+    concurrency = max(1, min(conf.SEND_CONCURRENCY, len(batch)))
+    futures = {_executor(concurrency).submit(attempt, event): event for event in batch}
+    results: dict[int, Result] = {}
+    pending = set(futures)
+    renew_every = conf.LEASE_SECONDS / 3
+    renew_at = time.monotonic() + renew_every
+    while pending:
+        done, pending = wait(
+            pending, timeout=max(0.0, renew_at - time.monotonic()), return_when=FIRST_COMPLETED
+        )
+        arrived = [(futures[future], future.result()) for future in done]
+        for event, outcome in arrived:
+            if outcome is None:
+                results[event.pk] = Result(event.pk, "skipped")
+        answered = [(event, outcome) for event, outcome in arrived if outcome is not None]
+        if answered:
+            recorded = _record([e for e, _ in answered], [o for _, o in answered], sleep)
+            results.update((result.event_id, result) for result in recorded)
+        if pending and time.monotonic() >= renew_at:
+            waiting = [futures[future] for future in pending]
+            lost.update(_renew_leases(waiting))
+            renew_at = time.monotonic() + renew_every
+    return [results[event.pk] for event in batch]
+
+
+def _renew_leases(events: list[OutboxEvent]) -> set[int]:
+    """Extend the lease of rows still held; return the pks whose lease was lost."""
+    if not events:
+        return set()
+    pks = [event.pk for event in events]
+    try:
+        with transaction.atomic(using=events[0]._state.db or outbox_alias()):
+            held = _rows(events[0]).filter(
+                pk__in=pks, lease_owner=events[0].lease_owner, status=Status.SENDING
             )
+            kept = set(held.select_for_update().values_list("pk", flat=True))
+            held.filter(pk__in=kept).update(lease_expires_at=db_now(conf.LEASE_SECONDS))
+    except (OperationalError, InterfaceError):
+        logger.warning("supalytics: could not renew leases; trying again", exc_info=True)
+        return set()
+    lost = set(pks) - kept
+    if lost:
+        logger.warning("supalytics: leases on events %s were lost; not sending them", sorted(lost))
+    return lost
+
+
+def _record(
+    batch: list[OutboxEvent], outcomes: list[Outcome | _Deferred], sleep: Callable[[float], None]
+) -> list[Result]:
+    """Record outcomes (one transaction), then send the signals."""
     results, to_signal = _record_all(batch, outcomes, sleep)
     _load_db_times([event for event, _ in to_signal])
     for event, kind in to_signal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,6 +29,17 @@ class Answer:
     status: int = 200
     body: Any = field(default_factory=lambda: {"success": True})
     headers: dict[str, str] = field(default_factory=dict)
+    #: Seconds the server takes before it answers (a slow API).
+    delay: float = 0.0
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (its read timeout) closed the socket: nothing to report.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class ScriptedServer:
@@ -58,6 +70,8 @@ class ScriptedServer:
                     self.connection.close()
                     return
                 assert isinstance(answer, Answer)
+                if answer.delay:
+                    time.sleep(answer.delay)
                 payload = json.dumps(answer.body).encode()
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
@@ -67,7 +81,7 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/events"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

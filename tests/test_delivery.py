@@ -781,3 +781,57 @@ def test_sqlite_now_has_the_precision_of_stored_times():
     end_of_millisecond = now.replace(microsecond=now.microsecond // 1000 * 1000 + 999)
     rows.filter(pk=event.pk).update(next_attempt_at=end_of_millisecond)
     assert [e.pk for e in delivery.claim(using="sqlite")] == [event.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_outlives_its_lease_is_never_posted_twice(endpoint, settings):
+    """An API answering in 0.5 s, a 1.5-s lease, 8 rows one at a time (4 s): meanwhile the
+    sweeper and another worker keep trying. Each row is POSTed once, recorded as it is answered."""
+    from django.db import connection
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "LEASE_SECONDS": 1.5, "SEND_CONCURRENCY": 1}
+    endpoint.script(*[Answer(200, delay=0.5) for _ in range(8)])
+    events = [track(f"slow{i}") for i in range(8)]
+    stop = threading.Event()
+    stolen: list[str] = []
+
+    def another_worker_and_the_sweeper():
+        try:
+            while not stop.is_set():
+                delivery.reclaim_expired()
+                stolen.extend(r.outcome for r in delivery.deliver_due(10))
+                time.sleep(0.1)
+        finally:
+            connection.close()
+
+    rival = threading.Thread(target=another_worker_and_the_sweeper)
+    rival.start()
+    try:
+        results = delivery.deliver_many([e.pk for e in events])
+    finally:
+        stop.set()
+        rival.join()
+    assert [r.outcome for r in results] == ["sent"] * 8
+    keys = [r.headers["Idempotency-Key"] for r in endpoint.requests]
+    assert sorted(keys) == sorted(str(e.uuid) for e in events)  # none twice
+    assert stolen == []
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hanging_api_costs_attempts_and_backs_off(endpoint, settings):
+    """Requests that time out are outcomes too: recorded, attempts spent, backing off."""
+    settings.SUPALYTICS = {
+        **settings.SUPALYTICS,
+        "READ_TIMEOUT": 0.3,
+        "SEND_CONCURRENCY": 2,
+        "OUTAGE_THRESHOLD": 100,
+    }
+    endpoint.script(*[Answer(200, delay=1.0) for _ in range(4)])
+    events = [track(f"hang{i}") for i in range(4)]
+    results = delivery.deliver_many([e.pk for e in events])
+    assert [r.outcome for r in results] == ["retry"] * 4
+    for event in events:
+        row = _reload(event)
+        assert (row.status, row.attempts, row.lease_owner) == ("pending", 1, None)
+        assert row.last_error.startswith("timeout")
