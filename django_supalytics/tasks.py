@@ -14,7 +14,11 @@ from .dispatch import apply_task, publish, requeue
 
 logger = logging.getLogger("django_supalytics")
 
-SWEEP_LIMIT = 1000
+
+def sweep_limit() -> int:
+    """Rows one sweep re-enqueues: a minute of sending at ``RATE_LIMIT``, so that a sweeper on
+    a 30-60 s beat can hand over a backlog as fast as the API takes it."""
+    return max(conf.BATCH_SIZE, int(conf.RATE_LIMIT * 60))
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -82,7 +86,9 @@ def sweep_outbox() -> dict[str, int]:
     for alias in delivery.outbox_aliases():
         reclaimed += delivery.reclaim_expired(alias)
         # Rows due for less than SWEEP_GRACE probably have their own message on its way.
-        pks = list(delivery.due(conf.SWEEP_GRACE, alias).values_list("pk", flat=True)[:SWEEP_LIMIT])
+        pks = list(
+            delivery.due(conf.SWEEP_GRACE, alias).values_list("pk", flat=True)[: sweep_limit()]
+        )
         enqueued += len(pks) if publish(pks, using=alias) else 0
     if reclaimed or enqueued:
         logger.info("supalytics sweep: %d leases reclaimed, %d re-enqueued", reclaimed, enqueued)

@@ -50,6 +50,20 @@ def published() -> Iterator[Any]:
 
 
 @pytest.fixture
+def handed_over() -> Iterator[list[list[int]]]:
+    """The messages handed to Celery (``deliver_event`` or ``deliver_events``), each as the
+    list of event IDs it names, in order; nothing reaches a broker."""
+    messages: list[list[int]] = []
+
+    def capture(task: Any, args: tuple[Any, ...], countdown: float | None = None) -> bool:
+        messages.append(list(args[0]) if isinstance(args[0], list) else [args[0]])
+        return True
+
+    with mock.patch("django_supalytics.dispatch.apply_task", capture):
+        yield messages
+
+
+@pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     srv = ScriptedServer().start()
     yield srv

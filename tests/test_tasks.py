@@ -135,3 +135,11 @@ def test_purge_task_keeps_failed_rows_for_their_own_retention(settings):
     assert tasks.purge_outbox() == 0
     OutboxEvent.objects.filter(pk=failed.pk).update(failed_at=timezone.now() - timedelta(days=4))
     assert tasks.purge_outbox() == 1
+
+
+def test_a_sweep_hands_over_a_minute_at_the_rate_limit_in_batches(handed_over, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RATE_LIMIT": 1, "BATCH_SIZE": 25}
+    OutboxEvent.objects.bulk_create([OutboxEvent(name=f"backlog{i}") for i in range(70)])
+    OutboxEvent.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=5))
+    assert tasks.sweep_outbox()["enqueued"] == 60  # RATE_LIMIT x 60
+    assert [len(message) for message in handed_over] == [25, 25, 10]

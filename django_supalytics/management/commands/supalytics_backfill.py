@@ -11,9 +11,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import models, transaction
 
 from ...checks import sensitive_field
+from ...dispatch import publish
 from ...exceptions import InvalidEvent
 from ...models import BackfillRecord, OutboxEvent, outbox_alias
-from ...tasks import enqueue
 from ...tracking import build_event
 from ._common import Progress, usage_error
 
@@ -191,6 +191,6 @@ class Command(BaseCommand):
                 .filter(uuid__in=[e.uuid for e in events])
                 .values_list("pk", flat=True)
             )
-            for pk in pks:
-                transaction.on_commit(partial(enqueue, pk), using=alias)
+            # One message per BATCH_SIZE rows, the way every committed row is handed over.
+            transaction.on_commit(partial(publish, list(pks), using=alias), using=alias)
         return len(events), len(done)
