@@ -5,6 +5,7 @@ fallback to SQLite and in-process stand-ins. URLs can be given with SUPALYTICS_T
 and SUPALYTICS_TEST_REDIS_URL.
 """
 
+import importlib.util
 import json
 import os
 import socket
@@ -123,3 +124,12 @@ if os.environ.get("SUPALYTICS_TEST_BROKER_URL"):
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 TEST_ARTIFACTS = BASE_DIR / "test-artifacts"
+
+# dj-stripe (Python 3.11+) and the integration with it, when installed: tests/test_contrib_djstripe.py
+# skips without it. Stripe is never called: the tests stand in for its API (see there).
+if importlib.util.find_spec("djstripe") is not None:
+    INSTALLED_APPS = [*INSTALLED_APPS, "djstripe", "django_supalytics.contrib.djstripe"]  # noqa: F405
+    STRIPE_LIVE_MODE = False
+    STRIPE_TEST_SECRET_KEY = "sk_test_supalytics0000000000000000"
+    DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+    DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
