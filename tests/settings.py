@@ -125,8 +125,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 TEST_ARTIFACTS = BASE_DIR / "test-artifacts"
 
-# dj-stripe (Python 3.11+) and the integration with it, when installed: tests/test_contrib_djstripe.py
-# skips without it. Stripe is never called: the tests stand in for its API (see there).
+# dj-stripe (Python 3.11+) and the integration with it, when installed:
+# tests/test_contrib_djstripe.py skips without it. Stripe is never called: the tests stand in
+# for its API (see there).
 if importlib.util.find_spec("djstripe") is not None:
     INSTALLED_APPS = [*INSTALLED_APPS, "djstripe", "django_supalytics.contrib.djstripe"]  # noqa: F405
     STRIPE_LIVE_MODE = False

@@ -61,13 +61,15 @@ def _check_events(events: Any) -> list[CheckMessage]:
     ]
 
 
+def _nonempty(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
 def _check_metadata(value: Any) -> list[CheckMessage]:
     if value is None or callable(value):
         return []
     if isinstance(value, Mapping):
-        if all(
-            isinstance(k, str) and (v is None or isinstance(v, str) and v) for k, v in value.items()
-        ):
+        if all(isinstance(k, str) and (v is None or _nonempty(v)) for k, v in value.items()):
             return []
         problem = "as a dict must map metadata keys to new keys (or None to drop them)"
     elif isinstance(value, str):

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from ...validation import METADATA_VALUE_MAX_LENGTH, Metadata, MetadataValue
+from ...validation import METADATA_VALUE_MAX_LENGTH, Metadata
 
 #: The metadata key on a Stripe object that carries the visitor ID (Stripe Checkout's
 #: attribution, documented by Supalytics).
@@ -23,10 +23,11 @@ VISITOR_ID_KEY = "supalytics_visitor_id"
 
 #: Stripe's zero-decimal currencies: an amount of 500 JPY is ¥500.
 ZERO_DECIMAL_CURRENCIES = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf vnd vuv xaf xof xpf".split()
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "vnd", "vuv"}
+    | {"xaf", "xof", "xpf"}
 )
 #: Stripe's three-decimal currencies: an amount of 5124 KWD is 5.124.
-THREE_DECIMAL_CURRENCIES = frozenset("bhd jod kwd omr tnd".split())
+THREE_DECIMAL_CURRENCIES = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 #: Billing periods in a year, to compare a monthly price with a yearly one.
 PERIODS_PER_YEAR = {"day": 365, "week": 52, "month": 12, "year": 1}
 
@@ -238,9 +239,12 @@ def subscription_updated(
             **_cancellation(subscription, when),
         }
         occurrences.append(("cancelled", _clean(metadata)))
-    elif was_scheduled and not _cancel_scheduled(subscription):
-        if subscription.get("status") != "canceled":
-            occurrences.append(("reactivated", _clean(_subscription_metadata(subscription, lines))))
+    elif (
+        was_scheduled
+        and not _cancel_scheduled(subscription)
+        and subscription.get("status") != "canceled"
+    ):
+        occurrences.append(("reactivated", _clean(_subscription_metadata(subscription, lines))))
     return occurrences
 
 
