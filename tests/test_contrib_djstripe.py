@@ -25,7 +25,9 @@ import time
 from typing import Any
 
 import pytest
+from django.core.checks import run_checks
 from django.db import transaction
+from django.test import override_settings
 
 if sys.version_info >= (3, 11) and os.environ.get("SUPALYTICS_REQUIRE_SERVICES") == "1":
     import djstripe  # noqa: F401  (CI installs it wherever it can run: it must not skip there)
@@ -36,6 +38,7 @@ import stripe
 from djstripe.models import Event, Subscription, WebhookEndpoint, WebhookEventTrigger
 from djstripe.signals import WEBHOOK_SIGNALS
 
+from django_supalytics.contrib.djstripe.checks import check_djstripe_installed
 from django_supalytics.contrib.djstripe.mapping import major_units
 from django_supalytics.models import OutboxEvent, VisitorIdentity
 
@@ -951,3 +954,51 @@ def test_the_event_is_handed_to_delivery_when_dj_stripe_commits(published, webho
         assert not published.called  # not before the commit
     row = OutboxEvent.objects.get(name="subscription_created")
     assert [call.args[0] for call in published.call_args_list] == [(row.pk,)]
+
+
+# System checks
+
+
+def check_ids(setting: Any) -> set[str]:
+    with override_settings(SUPALYTICS_DJSTRIPE=setting):
+        return {m.id for m in run_checks() if (m.id or "").startswith("supalytics.E2")}
+
+
+def test_a_good_configuration_passes_the_checks():
+    assert check_ids({"EVENTS": {"created": "trial_started", "reactivated": None}}) == set()
+    assert check_ids({"METADATA": f"{__name__}.add_product_name"}) == set()
+    assert check_ids({"METADATA": {"plan": "tier", "price": None}}) == set()
+
+
+def test_e201_settings_not_a_dict():
+    assert check_ids(["EVENTS"]) == {"supalytics.E201"}
+
+
+def test_e202_unknown_key():
+    assert check_ids({"EVENT": {}}) == {"supalytics.E202"}
+
+
+@pytest.mark.parametrize(
+    "events", [{"renewed": "subscription_renewed"}, {"created": "Subscription Created"}, ["x"]]
+)
+def test_e203_events_with_an_unknown_kind_or_a_bad_name(events):
+    assert check_ids({"EVENTS": events}) == {"supalytics.E203"}
+
+
+@pytest.mark.parametrize(
+    "metadata", ["tests.no_such_module.hook", f"{__name__}.NOW", 42, {"plan": 3}, {"plan": ""}]
+)
+def test_e204_metadata_neither_a_function_nor_a_dict_of_names(metadata):
+    assert check_ids({"METADATA": metadata}) == {"supalytics.E204"}
+
+
+def test_e205_dj_stripe_not_installed():
+    assert check_djstripe_installed() == []
+    apps_without_djstripe = [
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django_supalytics",
+        "django_supalytics.contrib.djstripe",
+    ]
+    with override_settings(INSTALLED_APPS=apps_without_djstripe):
+        assert [m.id for m in check_djstripe_installed()] == ["supalytics.E205"]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import FieldError
 from django.db import router, transaction
 
 from ...exceptions import InvalidEvent
@@ -88,7 +89,10 @@ def _local_price(price_id: str) -> Mapping[str, Any] | None:
     """A price dj-stripe has synced, as Stripe sent it; never fetched from Stripe."""
     from djstripe.models import Price
 
-    data = Price.objects.filter(id=price_id).values_list("stripe_data", flat=True).first()
+    try:
+        data = Price.objects.filter(id=price_id).values_list("stripe_data", flat=True).first()
+    except FieldError:  # a dj-stripe without stripe_data: the price stays known by its ID
+        return None
     return data if isinstance(data, Mapping) else None
 
 
