@@ -39,7 +39,11 @@ from djstripe.models import Event, Subscription, WebhookEndpoint, WebhookEventTr
 from djstripe.signals import WEBHOOK_SIGNALS
 
 from django_supalytics.contrib.djstripe.checks import check_djstripe_installed
-from django_supalytics.contrib.djstripe.mapping import major_units
+from django_supalytics.contrib.djstripe.mapping import (
+    invoice_paid,
+    major_units,
+    subscription_updated,
+)
 from django_supalytics.models import OutboxEvent, VisitorIdentity
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.djstripe_urls")]
@@ -812,6 +816,77 @@ def test_a_zero_decimal_currency_keeps_its_amount(supalytics_events, webhooks, c
 )
 def test_amounts_are_in_the_main_unit(minor, currency, major):
     assert major_units(minor, currency) == major
+
+
+# Older API versions' shapes, which dj-stripe may still be sent (mapping only)
+
+
+def test_an_older_invoice_names_its_subscription_and_price_itself():
+    price = price_json("prod_old", 1500, nickname="Basic", interval="week")
+    invoice = {
+        "id": "in_old",
+        "object": "invoice",
+        "amount_paid": 1500,
+        "currency": "eur",
+        "billing_reason": "subscription_cycle",
+        "subscription": "sub_old",
+        "subscription_details": {"metadata": {"supalytics_visitor_id": "old-visitor"}},
+        "lines": {"data": [{"type": "subscription", "price": price, "quantity": 1}]},
+    }
+
+    assert invoice_paid({"object": invoice}) == [
+        (
+            "payment_succeeded",
+            {
+                "invoice": "in_old",
+                "subscription": "sub_old",
+                "plan": "Basic",
+                "price": price["id"],
+                "amount": 15,
+                "currency": "eur",
+                "interval": "week",
+                "billing_reason": "subscription_cycle",
+            },
+        )
+    ]
+
+
+def test_an_older_subscription_s_plan_change_is_compared_by_its_plan():
+    def plan(plan_id, amount):
+        return {
+            "id": plan_id,
+            "object": "plan",
+            "amount": amount,
+            "currency": "usd",
+            "interval": "month",
+            "interval_count": 3,
+            "nickname": None,
+        }
+
+    subscription = {
+        "id": "sub_old",
+        "object": "subscription",
+        "plan": plan("gold", 3000),
+        "quantity": 1,
+        "status": "active",
+    }
+    previous = {"plan": plan("silver", 1000)}
+
+    [(kind, metadata)] = subscription_updated(
+        {"object": subscription, "previous_attributes": previous}
+    )
+    assert kind == "upgraded"
+    assert metadata == {
+        "subscription": "sub_old",
+        "plan": "gold",
+        "price": "gold",
+        "amount": 30,
+        "currency": "usd",
+        "interval": "month",
+        "interval_count": 3,
+        "previous_plan": "silver",
+        "previous_amount": 10,
+    }
 
 
 # Settings
