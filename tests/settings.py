@@ -174,3 +174,12 @@ if importlib.util.find_spec("django.tasks") is None:
     INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks"]  # noqa: F405
 INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+# dj-stripe (Python 3.11+) and the integration with it, when installed:
+# tests/test_contrib_djstripe.py skips without it. Stripe is never called: the tests stand in
+# for its API (see there).
+if importlib.util.find_spec("djstripe") is not None:
+    INSTALLED_APPS = [*INSTALLED_APPS, "djstripe", "django_supalytics.contrib.djstripe"]
+    STRIPE_LIVE_MODE = False
+    STRIPE_TEST_SECRET_KEY = "sk_test_supalytics0000000000000000"
+    DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+    DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"

@@ -4,6 +4,9 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
+# With dj-stripe installed (tests/settings.py), run_checks() runs its checks, which read its tables.
+pytestmark = pytest.mark.django_db
+
 BASE = {"API_KEY": "sly_test_key", "ENDPOINT": "https://api.supalytics.co/v1/events"}
 REDIS = {
     "default": {

@@ -3,6 +3,7 @@
 import io
 import re
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,13 @@ def test_every_receiver_setting_is_documented_and_every_documented_one_exists():
     assert _table_keys("settings.md", "## `SUPALYTICS_RECEIVER`") == set(DEFAULTS)
 
 
+def test_every_djstripe_setting_is_documented_and_every_documented_one_exists():
+    from django_supalytics.contrib.djstripe.conf import DEFAULT_EVENTS, DEFAULTS
+
+    assert _table_keys("settings.md", "## `SUPALYTICS_DJSTRIPE`") == set(DEFAULTS)
+    assert _table_keys("djstripe.md", "## Events") == set(DEFAULT_EVENTS)
+
+
 def _check_ids_in_code() -> set[str]:
     ids: set[str] = set()
     for path in (ROOT / "django_supalytics").rglob("*.py"):
@@ -139,6 +147,7 @@ def test_every_check_id_is_documented_and_tested():
     assert documented == in_code
     tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_checks*.py"))
     tests += (ROOT / "tests" / "test_receiver.py").read_text()
+    tests += (ROOT / "tests" / "test_contrib_djstripe.py").read_text()
     untested = {
         check_id
         for check_id in in_code
@@ -149,13 +158,19 @@ def test_every_check_id_is_documented_and_tested():
 
 def test_checks_are_bound():
     """Every check function in the checks modules is registered with Django."""
+    from django.apps import apps
     from django.core.checks.registry import registry
 
     from django_supalytics import checks
     from django_supalytics.receiver import checks as receiver_checks
 
     registered = set(registry.get_checks(include_deployment_checks=True))
-    for module in (checks, receiver_checks):
+    modules: list[Any] = [checks, receiver_checks]
+    if apps.is_installed("django_supalytics.contrib.djstripe"):  # where dj-stripe is installed
+        from django_supalytics.contrib.djstripe import checks as djstripe_checks
+
+        modules.append(djstripe_checks)
+    for module in modules:
         for name in dir(module):
             if name.startswith("check_"):
                 assert getattr(module, name) in registered, f"{module.__name__}.{name}"
@@ -218,7 +233,7 @@ def _python_blocks() -> list[tuple[str, str]]:
     blocks = []
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for block in re.findall(r"```python\n(.*?)```", path.read_text(), re.S):
-            blocks.append((path.name, block))
+            blocks.append((path.name, textwrap.dedent(block)))
     return blocks
 
 
