@@ -320,12 +320,10 @@ def test_a_deferred_slot_hands_back_the_rest_of_the_batch(endpoint, settings):
     assert len(endpoint.requests) == 1
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_claimers_never_claim_the_same_row():
-    from django.db import connection
+def claim_in_four_threads(using: str = "default") -> list[list[int]]:
+    """Four claimers started together, each taking 3 rows at a time until none is left."""
+    from django.db import connections
 
-    events = [track(f"e{i}") for i in range(60)]
     claimed: list[list[int]] = []
     barrier = threading.Barrier(4)
 
@@ -333,17 +331,25 @@ def test_concurrent_claimers_never_claim_the_same_row():
         try:
             barrier.wait()
             mine: list[int] = []
-            while batch := delivery.claim(limit=3):
+            while batch := delivery.claim(limit=3, using=using):
                 mine.extend(e.pk for e in batch)
             claimed.append(mine)
         finally:
-            connection.close()
+            connections[using].close()
 
     threads = [threading.Thread(target=claimer) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return claimed
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claimers_never_claim_the_same_row():
+    events = [track(f"e{i}") for i in range(60)]
+    claimed = claim_in_four_threads()
     every = [pk for mine in claimed for pk in mine]
     assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
     assert sum(1 for mine in claimed if mine) >= 2  # and the work was really shared
@@ -695,27 +701,8 @@ def test_mariadb_retry_waits_and_leases_expire_by_its_clock(endpoint):
 @pytest.mark.mariadb
 @pytest.mark.django_db(databases=["default", "mariadb"], transaction=True)
 def test_mariadb_concurrent_claimers_skip_locked_rows():
-    from django.db import connections
-
     events = [track(f"e{i}", using="mariadb") for i in range(40)]
-    claimed: list[list[int]] = []
-    barrier = threading.Barrier(4)
-
-    def claimer():
-        try:
-            barrier.wait()
-            mine: list[int] = []
-            while batch := delivery.claim(limit=3, using="mariadb"):
-                mine.extend(e.pk for e in batch)
-            claimed.append(mine)
-        finally:
-            connections["mariadb"].close()
-
-    threads = [threading.Thread(target=claimer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    claimed = claim_in_four_threads("mariadb")
     every = [pk for mine in claimed for pk in mine]
     assert sorted(every) == sorted(e.pk for e in events)  # each row exactly once
     assert sum(1 for mine in claimed if mine) >= 2

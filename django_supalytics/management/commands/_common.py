@@ -5,9 +5,17 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 
 from ...validation import MetadataValue
+
+
+def add_database_argument(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--database",
+        default=None,
+        help="the outbox's database alias (default: the router's for OutboxEvent)",
+    )
 
 
 def usage_error(message: str) -> CommandError:

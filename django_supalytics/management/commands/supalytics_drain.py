@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import delivery
 from ...conf import conf
-from ._common import Progress, usage_error
+from ._common import Progress, add_database_argument, usage_error
 
 #: Longest single wait for the rate limiter before looking again.
 WAIT_STEP = 5.0
@@ -34,11 +34,7 @@ class Command(BaseCommand):
             default=None,
             help="rows claimed per transaction (default: SUPALYTICS BATCH_SIZE)",
         )
-        parser.add_argument(
-            "--database",
-            default=None,
-            help="the outbox's database alias (default: the router's for OutboxEvent)",
-        )
+        add_database_argument(parser)
 
     def handle(
         self,

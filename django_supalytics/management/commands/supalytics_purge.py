@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from ... import delivery
 from ...conf import conf
-from ._common import usage_error
+from ._common import add_database_argument, usage_error
 
 
 class Command(BaseCommand):
@@ -34,11 +34,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="count what would be deleted; delete nothing"
         )
-        parser.add_argument(
-            "--database",
-            default=None,
-            help="the outbox's database alias (default: the router's for OutboxEvent)",
-        )
+        add_database_argument(parser)
 
     def handle(
         self,

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from ...stats import summary
+from ._common import add_database_argument
 
 
 def _age(seconds: float | None) -> str:
@@ -24,11 +25,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", dest="as_json", help="print JSON instead"
         )
-        parser.add_argument(
-            "--database",
-            default=None,
-            help="the outbox's database alias (default: the router's for OutboxEvent)",
-        )
+        add_database_argument(parser)
 
     def handle(
         self, *args: Any, as_json: bool = False, database: str | None = None, **options: Any
