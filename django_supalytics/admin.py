@@ -108,9 +108,14 @@ class OutboxEventAdmin(_OutboxEventAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # Discard, not Django's "delete selected": it would delete rows a worker holds.
-        actions = super().get_actions(request)
+        # ``action_location`` is Django 6.1's (the change form's actions); earlier ones call
+        # this with the request alone.
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg, unused-ignore]
         actions.pop("delete_selected", None)
         return actions
 
