@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,9 +53,13 @@ class Result:
 
 
 def claim(
-    ids: Iterable[int] | None = None, limit: int = 1, using: str | None = None
+    ids: Iterable[int] | None = None,
+    limit: int = 1,
+    using: str | None = None,
+    exclude: Collection[int] = (),
 ) -> list[OutboxEvent]:
-    """Lease up to ``limit`` due rows (longest due first), or those of ``ids`` that are due.
+    """Lease up to ``limit`` due rows (longest due first), or those of ``ids`` that are due,
+    leaving out the pks in ``exclude``.
 
     Everything happens on the outbox's database (``using``, else the router's for
     ``OutboxEvent``), in one transaction there; due times and the lease come from that
@@ -64,6 +68,8 @@ def claim(
     alias = using or outbox_alias()
     rows = OutboxEvent.objects.using(alias)
     candidates = rows if ids is None else rows.filter(pk__in=list(ids))
+    if exclude:
+        candidates = candidates.exclude(pk__in=list(exclude))
     token = uuid.uuid4()
     with transaction.atomic(using=alias):
         # Pending rows, then expired leases, each in the order of its index: the scan stops
@@ -451,14 +457,21 @@ def deliver_due(
     batch_size: int | None = None,
 ) -> list[Result]:
     """Claim up to ``limit`` due rows, longest due first, in batches of ``batch_size``
-    (default ``BATCH_SIZE``), and send them."""
+    (default ``BATCH_SIZE``), and send them.
+
+    A row is sent at most once per call: one whose retry (jittered, possibly a few milliseconds
+    away) fell due during the call waits for the next one.
+    """
     size = batch_size or conf.BATCH_SIZE
     results: list[Result] = []
+    retried: set[int] = set()
     while len(results) < limit:
-        batch = claim(limit=min(size, limit - len(results)), using=using)
+        batch = claim(limit=min(size, limit - len(results)), using=using, exclude=retried)
         if not batch:
             break
-        results.extend(send_batch(batch, sleep))
+        sent = send_batch(batch, sleep)
+        retried.update(result.event_id for result in sent if result.outcome == "retry")
+        results.extend(sent)
         if results[-1].outcome == "deferred":
             break
     return results

@@ -298,6 +298,23 @@ def test_a_batch_is_sent_concurrently_and_recorded_in_order(endpoint, settings):
     assert {r.json["name"] for r in endpoint.requests} == {e.name for e in events}
 
 
+def test_a_row_is_sent_at_most_once_per_deliver_due(endpoint, settings):
+    # A retry due at once (BACKOFF_BASE 0) must wait for the next call, not be sent again by
+    # the next batch of the same call.
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "BACKOFF_BASE": 0.0}
+    endpoint.script(Answer(500, {"error": "x"}), Answer(200), Answer(200))
+    events = [track(f"o{i}") for i in range(2)]
+    results = delivery.deliver_due(limit=100, batch_size=1)
+    assert [(r.event_id, r.outcome) for r in results] == [
+        (events[0].pk, "retry"),
+        (events[1].pk, "sent"),
+    ]
+    assert len(endpoint.requests) == 2
+    assert [(r.event_id, r.outcome) for r in delivery.deliver_due(limit=100)] == [
+        (events[0].pk, "sent")
+    ]
+
+
 def test_a_deferred_slot_hands_back_the_rest_of_the_batch(endpoint, settings):
     settings.SUPALYTICS = {**settings.SUPALYTICS, "SEND_CONCURRENCY": 1}
     events = [track(f"d{i}") for i in range(3)]
