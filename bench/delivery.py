@@ -3,6 +3,9 @@
     .venv/bin/python bench/delivery.py efficiency --events 3000 --workers 2
     .venv/bin/python bench/delivery.py capacity --events 3000 --workers 2 --receivers 2
     .venv/bin/python bench/delivery.py lag --rate 50 --seconds 20 --workers 2
+    .venv/bin/python bench/delivery.py recovery --events 3000 --outage 120 --workers 2
+    .venv/bin/python bench/delivery.py wan --events 1500 --workers 2 --rtt 0.04 --jitter 0.01 \
+        --clock-offset -0.3
 
 Needs PostgreSQL and Redis on localhost (the tests' defaults). Starts a Celery worker with
 ``--concurrency=N`` and mock receiver processes (``manage.py supalytics_receiver``), all on a
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -31,7 +35,14 @@ from django_supalytics.dispatch import publisher
 from django_supalytics.models import OutboxEvent
 from django_supalytics.receiver import faults, stats
 from django_supalytics.receiver.models import ReceivedEvent
-from tests.processes import ChildProcess, free_port, start_receiver_process, start_worker_process
+from django_supalytics.tasks import sweep_outbox
+from tests.processes import (
+    ChildProcess,
+    free_port,
+    start_receiver_process,
+    start_server_process,
+    start_worker_process,
+)
 
 LIMIT = 100
 
@@ -166,21 +177,169 @@ def lag(args: argparse.Namespace) -> None:
     )
 
 
+TASK_RECEIVED = re.compile(r"Task django_supalytics\.tasks\.deliver_events?\[[^]]+\] received")
+
+
+def messages(worker: ChildProcess) -> int:
+    """Delivery messages the worker has taken from the broker so far (its INFO log)."""
+    return len(TASK_RECEIVED.findall(worker.output()))
+
+
+def recovery(args: argparse.Namespace) -> None:
+    """A backlog tracked while the API is down (503) drains once it answers again."""
+    procs, _ = start(args.workers, 1, unlimited=False)
+    worker = procs[-1]
+    try:
+        faults.inject(503, seconds=args.outage)
+        healed = time.time() + args.outage
+        keys = track_many(args.events)
+        # Beat's default schedule: a sweep every 30 s, throughout.
+        next_sweep = time.monotonic() + 30
+        while time.time() < healed:
+            time.sleep(0.2)
+            if time.monotonic() >= next_sweep:
+                sweep_outbox()
+                next_sweep += 30
+        outage_stats = stats.read()
+        before = messages(worker)
+        deadline = time.monotonic() + args.events / 20 + 120
+        while ReceivedEvent.objects.count() < args.events and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if time.monotonic() >= next_sweep:
+                sweep_outbox()
+                next_sweep += 30
+        during = messages(worker) - before
+    finally:
+        for proc in procs:
+            proc.stop()
+    times = sorted(ReceivedEvent.objects.values_list("received_at", flat=True))
+    figures = report_integrity(keys)
+    attempts = sorted(OutboxEvent.objects.values_list("attempts", flat=True))
+    print(
+        f"recovery, {args.workers} worker processes, {args.events} events tracked during a "
+        f"{args.outage:g}-s outage (503), receiver limit {LIMIT}/s"
+    )
+    print(
+        f"  during the outage: {outage_stats.get('503', 0)} requests answered 503; "
+        f"attempts per row after delivery: max {attempts[-1]}, "
+        f"{sum(1 for a in attempts if a > 1)} rows with more than one"
+    )
+    if len(times) > 1:
+        first, last = times[0].timestamp(), times[-1].timestamp()
+        print(
+            f"  first event stored {first - healed:.1f} s after the API healed; "
+            f"{len(times)} stored by {last - healed:.1f} s"
+        )
+        print(
+            f"  drain from the heal: {len(times) / (last - healed):.1f} events/s = "
+            f"{len(times) / (last - healed) / LIMIT:.3f} of the limit; from the first "
+            f"answer: {(len(times) - 1) / (last - first) / LIMIT:.3f}"
+        )
+    print(
+        f"  broker messages taken by the worker from the heal to the end: {during} = "
+        f"{during / max(1, len(times)):.3f} per delivered event"
+    )
+    print(
+        f"  lost {figures['lost']}, stored twice {figures['stored_twice']}, "
+        f"{figures['429']} answered 429, stuck sending {figures['stuck_sending']}"
+    )
+
+
+def wan(args: argparse.Namespace) -> None:
+    """A backlog sent through a proxy that adds a round trip, jitter, to a receiver whose
+    clock is offset from the workers'; once per ``--worker-settings``."""
+    for overrides in args.worker_settings or ["{}"]:
+        reset()
+        wan_run(args, overrides)
+
+
+def wan_run(args: argparse.Namespace, overrides: str) -> None:
+    keys = track_many(args.events)
+    port, proxy_port = free_port(), free_port()
+    env = {
+        "SUPALYTICS_RECEIVER_RATE_LIMIT": str(LIMIT),
+        "SUPALYTICS_RECEIVER_CLOCK_OFFSET": str(args.clock_offset),
+    }
+    procs = [start_receiver_process(port, **env)]
+    try:
+        proxy = [
+            "-m",
+            "tests.wanproxy",
+            "--port",
+            str(proxy_port),
+            "--target",
+            f"127.0.0.1:{port}",
+            "--rtt",
+            str(args.rtt),
+            "--jitter",
+            str(args.jitter),
+        ]
+        procs.append(start_server_process(proxy, proxy_port))
+        url = f"http://127.0.0.1:{proxy_port}/v1/events"
+        procs.append(
+            start_worker_process(
+                url, concurrency=args.workers, SUPALYTICS_TEST_OVERRIDES=overrides
+            )
+        )
+        wait_received(args.events, timeout=args.events / 20 + 60)
+    finally:
+        for proc in procs:
+            proc.stop()
+    count, rate = delivered_rate()
+    figures = report_integrity(keys)
+    times = sorted(t.timestamp() for t in ReceivedEvent.objects.values_list("received_at", flat=True))
+    per_second: dict[int, int] = {}
+    for t in times:
+        per_second[int(t - times[0])] = per_second.get(int(t - times[0]), 0) + 1
+    print(f"  stored per second from the first: {list(per_second.values())}")
+    print(
+        f"wan, {args.workers} worker processes, {args.events} events backlogged, "
+        f"round trip {args.rtt * 1000:.0f} ms ± {args.jitter * 1000:.0f} ms each way, receiver "
+        f"clock {args.clock_offset:+g} s, receiver limit {LIMIT}/s, "
+        f"client RATE_LIMIT {conf.RATE_LIMIT:g}/s, worker settings {overrides}"
+    )
+    print(f"  delivered {count} at {rate:.1f} events/s = {rate / LIMIT:.3f} of the limit")
+    print(
+        f"  {figures['429']} answered 429 of {figures['requests']} requests "
+        f"({100 * figures['429'] / max(1, figures['requests']):.2f}%)"
+    )
+    print(
+        f"  lost {figures['lost']}, stored twice {figures['stored_twice']}, "
+        f"sent twice {figures['sent_twice (replayed)']}, stuck sending {figures['stuck_sending']}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["efficiency", "capacity", "lag"])
+    parser.add_argument("what", choices=["efficiency", "capacity", "lag", "recovery", "wan"])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--receivers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--outage", type=float, default=120, help="recovery: seconds of 503")
+    parser.add_argument("--rtt", type=float, default=0.04, help="wan: round trip, seconds")
+    parser.add_argument("--jitter", type=float, default=0.01, help="wan: ± seconds each way")
+    parser.add_argument("--clock-offset", type=float, default=-0.3, help="wan: receiver clock")
+    parser.add_argument(
+        "--worker-settings",
+        action="append",
+        help="wan: SUPALYTICS overrides for the worker, as JSON; one run per option",
+    )
     args = parser.parse_args()
     if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
         sys.exit("this benchmark needs Redis on localhost (a shared limiter and broker)")
     with throwaway_database():
         print(f"database: {database_label()}")
         reset()
-        {"efficiency": efficiency, "capacity": capacity, "lag": lag}[args.what](args)
+        modes = {
+            "efficiency": efficiency,
+            "capacity": capacity,
+            "lag": lag,
+            "recovery": recovery,
+            "wan": wan,
+        }
+        modes[args.what](args)
         reset()
 
 

@@ -157,6 +157,8 @@ SUPALYTICS_RECEIVER = {
     "API_KEYS": ["sly_test_key", "sly_test_other"],
     "CONTROL": True,
     "RATE_LIMIT": int(os.environ.get("SUPALYTICS_RECEIVER_RATE_LIMIT", "100")),
+    # Benchmarks give a receiver process a clock of its own.
+    "CLOCK_OFFSET": float(os.environ.get("SUPALYTICS_RECEIVER_CLOCK_OFFSET", "0")),
 }
 if os.environ.get("SUPALYTICS_RATE_LIMIT"):  # benchmarks raise it out of the way
     SUPALYTICS["RATE_LIMIT"] = float(os.environ["SUPALYTICS_RATE_LIMIT"])

@@ -267,6 +267,15 @@ def test_receiver_checks():
         assert "supalytics.E103" in {m.id for m in run_checks()}
     with override_settings(SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "CACHE_ALIAS": "x"}):
         assert "supalytics.E104" in {m.id for m in run_checks()}
+    for offset in ("1", 86401, float("nan"), True):
+        with override_settings(
+            SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "CLOCK_OFFSET": offset}, CACHES=REDIS
+        ):
+            assert "supalytics.E106" in {m.id for m in run_checks()}
+    with override_settings(
+        SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "CLOCK_OFFSET": -0.4}, CACHES=REDIS
+    ):
+        assert "supalytics.E106" not in {m.id for m in run_checks()}
     with override_settings(
         SUPALYTICS_RECEIVER={"API_KEYS": ["k"], "CONTROL": True}, DEBUG=False, CACHES=REDIS
     ):

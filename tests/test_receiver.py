@@ -87,6 +87,14 @@ def test_accepted_event_carries_rate_limit_headers(url):
     assert time.time() - 1 <= reset <= time.time() + 2
 
 
+def test_a_clock_offset_moves_the_windows_and_the_reset(url, settings):
+    settings.SUPALYTICS_RECEIVER = {**settings.SUPALYTICS_RECEIVER, "CLOCK_OFFSET": -3600.5}
+    before = time.time()
+    response = post(url, {"name": "a"})
+    reset = int(response.headers["X-RateLimit-Reset"])
+    assert int(before - 3600.5) + 1 <= reset <= int(time.time() - 3600.5) + 1
+
+
 def test_answers_are_counted(url, supalytics_receiver):
     post(url, {"name": "a"}, headers={"Idempotency-Key": "k"})
     post(url, {"name": "a"}, headers={"Idempotency-Key": "k"})

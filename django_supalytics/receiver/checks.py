@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -9,6 +10,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from ..checks import PER_PROCESS_CACHES
 from .conf import conf
+
+#: A day: enough for any skew worth testing, and a typo like 3.6e9 is refused.
+CLOCK_OFFSET_MAX = 86400
 
 
 @register(Tags.compatibility)
@@ -49,6 +53,20 @@ def check_receiver(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             Error(
                 "SUPALYTICS_RECEIVER['RATE_LIMIT'] must be a whole number of at least 1.",
                 id="supalytics.E103",
+            )
+        )
+    offset = raw.get("CLOCK_OFFSET", 0.0)
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, int | float)
+        or not math.isfinite(offset)
+        or abs(offset) > CLOCK_OFFSET_MAX
+    ):
+        messages.append(
+            Error(
+                "SUPALYTICS_RECEIVER['CLOCK_OFFSET'] must be a number of seconds between "
+                f"-{CLOCK_OFFSET_MAX} and {CLOCK_OFFSET_MAX}.",
+                id="supalytics.E106",
             )
         )
     caches = getattr(settings, "CACHES", {})

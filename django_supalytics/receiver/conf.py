@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "CONTROL": False,
     "CONTROL_TOKEN": None,
     "MAX_EVENTS": 100_000,
+    "CLOCK_OFFSET": 0.0,
 }
 
 
@@ -45,6 +47,15 @@ class ReceiverSettings:
     @property
     def MAX_EVENTS(self) -> int:
         return int(self._get("MAX_EVENTS"))
+
+    @property
+    def CLOCK_OFFSET(self) -> float:
+        return float(self._get("CLOCK_OFFSET"))
+
+    def now(self) -> float:
+        """The receiver's clock: Unix time shifted by ``CLOCK_OFFSET`` (a server's clock is
+        not its clients'), for its windows, ``X-RateLimit-Reset`` and ``Retry-After``."""
+        return time.time() + self.CLOCK_OFFSET
 
 
 conf = ReceiverSettings()

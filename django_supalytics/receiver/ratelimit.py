@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from django.core.cache import caches
@@ -35,7 +34,7 @@ class Window:
 
 def hit(key_id: str, generation: int, now: float | None = None) -> Window:
     """Count one request for ``key_id`` in the current window."""
-    now = time.time() if now is None else now
+    now = conf.now() if now is None else now
     second = int(now)
     cache = caches[conf.CACHE_ALIAS]
     name = cache.make_key(f"supalytics:receiver:rl:{generation}:{key_id}:{second}")

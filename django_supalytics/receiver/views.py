@@ -180,7 +180,7 @@ class EventsView(APIView):
                     code = "rate_limited"
                 return error(status, code, f"injected {status}", **headers)
         if not window.allowed:
-            retry = max(1, math.ceil(window.reset - time.time()))
+            retry = max(1, math.ceil(window.reset - conf.now()))
             return error(
                 429,
                 "rate_limited",
