@@ -277,9 +277,7 @@ def wan_run(args: argparse.Namespace, overrides: str) -> None:
         procs.append(start_server_process(proxy, proxy_port))
         url = f"http://127.0.0.1:{proxy_port}/v1/events"
         procs.append(
-            start_worker_process(
-                url, concurrency=args.workers, SUPALYTICS_TEST_OVERRIDES=overrides
-            )
+            start_worker_process(url, concurrency=args.workers, SUPALYTICS_TEST_OVERRIDES=overrides)
         )
         wait_received(args.events, timeout=args.events / 20 + 60)
     finally:
@@ -287,7 +285,8 @@ def wan_run(args: argparse.Namespace, overrides: str) -> None:
             proc.stop()
     count, rate = delivered_rate()
     figures = report_integrity(keys)
-    times = sorted(t.timestamp() for t in ReceivedEvent.objects.values_list("received_at", flat=True))
+    stored = ReceivedEvent.objects.values_list("received_at", flat=True)
+    times = sorted(t.timestamp() for t in stored)
     per_second: dict[int, int] = {}
     for t in times:
         per_second[int(t - times[0])] = per_second.get(int(t - times[0]), 0) + 1
