@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
@@ -40,6 +41,11 @@ LIMITER_DOWN_PAUSE = 2.0
 #: Recording outcomes already obtained is tried this many times (a locked or restarting
 #: database) before the error is raised: an answered row must not wait for its lease to expire.
 RECORD_TRIES = 5
+#: A task that finds more rows due once its own are all in flight claims the oldest of them and
+#: goes on, for up to this long: a backlog is sent without a pause between tasks (on a WAN,
+#: waiting for a batch's last answers before the next claim left the rate limit unused).
+DRAIN_SECONDS = 30.0
+DRAIN_POLL = 0.02
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,9 @@ def send(event: OutboxEvent, sleep: Callable[[float], None] = time.sleep) -> Res
 
 
 def send_batch(
-    batch: list[OutboxEvent], sleep: Callable[[float], None] = time.sleep
+    batch: list[OutboxEvent],
+    sleep: Callable[[float], None] = time.sleep,
+    more: Callable[[], list[OutboxEvent]] | None = None,
 ) -> list[Result]:
     """Send claimed rows, in the order claimed, up to ``SEND_CONCURRENCY`` requests at a time.
 
@@ -268,9 +276,14 @@ def send_batch(
     and the lease of the rows still waiting is renewed every third of ``LEASE_SECONDS``, so a
     slow API never lets another worker take over, and POST again, a row this one holds. When
     the limiter says wait (or delivery is off), the rows not sent are handed back, ``deferred``.
+
+    ``more`` claims further rows: it is called whenever every row so far is in flight, for up
+    to ``DRAIN_SECONDS``, until it returns none or sending has to wait; its rows are sent and
+    recorded the same way, and their results follow those of ``batch``.
     """
     if not batch:
         return []
+    batch = list(batch)
     api_key = conf.API_KEY
     problem = client.api_key_problem(api_key) if api_key else None
     if not conf.ENABLED or not api_key or problem:
@@ -299,16 +312,19 @@ def send_batch(
             logger.exception("supalytics: sending event %s failed", event.pk)
             return _Deferred(LIMITER_DOWN_PAUSE, "not sent: an error in the worker (see its log)")
 
-    concurrency = max(1, min(conf.SEND_CONCURRENCY, len(batch)))
-    futures = {_executor(concurrency).submit(attempt, event): event for event in batch}
+    concurrency = conf.SEND_CONCURRENCY if more else min(conf.SEND_CONCURRENCY, len(batch))
+    executor = _executor(max(1, concurrency))
+    futures = {executor.submit(attempt, event): event for event in batch}
     results: dict[int, Result] = {}
     pending = set(futures)
     renew_every = conf.LEASE_SECONDS / 3
-    renew_at = time.monotonic() + renew_every
+    started = time.monotonic()
+    renew_at = started + renew_every
     while pending:
-        done, pending = wait(
-            pending, timeout=max(0.0, renew_at - time.monotonic()), return_when=FIRST_COMPLETED
-        )
+        timeout = max(0.0, renew_at - time.monotonic())
+        if more is not None:  # look often: the last row may be taken up by a thread any moment
+            timeout = min(timeout, DRAIN_POLL)
+        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
         arrived = [(futures[future], future.result()) for future in done]
         for event, outcome in arrived:
             if outcome is None:
@@ -317,6 +333,17 @@ def send_batch(
         if answered:
             recorded = _record([e for e, _ in answered], [o for _, o in answered], sleep)
             results.update((result.event_id, result) for result in recorded)
+        if more is not None and all(future.running() for future in pending):
+            # Every row is in flight: claim the next ones now, so that the threads go on
+            # from slot to slot instead of waiting for these answers first.
+            extra = [] if stop or time.monotonic() - started > DRAIN_SECONDS else more()
+            if not extra:
+                more = None
+            for event in extra:
+                future = executor.submit(attempt, event)
+                futures[future] = event
+                pending.add(future)
+            batch += extra
         if pending and time.monotonic() >= renew_at:
             waiting = [futures[future] for future in pending]
             lost.update(_renew_leases(waiting))
@@ -329,13 +356,19 @@ def _renew_leases(events: list[OutboxEvent]) -> set[int]:
     if not events:
         return set()
     pks = [event.pk for event in events]
+    by_lease: dict[Any, list[int]] = {}
+    for event in events:
+        by_lease.setdefault(event.lease_owner, []).append(event.pk)
+    kept: set[int] = set()
     try:
         with transaction.atomic(using=events[0]._state.db or outbox_alias()):
-            held = _rows(events[0]).filter(
-                pk__in=pks, lease_owner=events[0].lease_owner, status=Status.SENDING
-            )
-            kept = set(held.select_for_update().values_list("pk", flat=True))
-            held.filter(pk__in=kept).update(lease_expires_at=db_now(conf.LEASE_SECONDS))
+            for owner, owned in by_lease.items():  # one claim, one lease token
+                held = _rows(events[0]).filter(
+                    pk__in=owned, lease_owner=owner, status=Status.SENDING
+                )
+                mine = set(held.select_for_update().values_list("pk", flat=True))
+                held.filter(pk__in=mine).update(lease_expires_at=db_now(conf.LEASE_SECONDS))
+                kept |= mine
     except (OperationalError, InterfaceError):
         logger.warning("supalytics: could not renew leases; trying again", exc_info=True)
         return set()
@@ -370,9 +403,16 @@ def _record_all(
             with transaction.atomic(using=batch[0]._state.db or outbox_alias()):
                 for event, outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, _Deferred):
-                        delay = conf.MAX_COUNTDOWN if outcome.delay is None else outcome.delay
+                        if outcome.delay is None:  # delivery is off: no message follows
+                            _release(event, conf.MAX_COUNTDOWN, outcome.error)
+                            results.append(Result(event.pk, "deferred"))
+                            continue
+                        # A longer wait (an outage's next probe a minute away) is taken in
+                        # steps: the row's message comes back within MAX_COUNTDOWN, never
+                        # left to the sweeper, and finds the row due.
+                        delay = min(outcome.delay, conf.MAX_COUNTDOWN)
                         _release(event, delay, outcome.error)
-                        results.append(Result(event.pk, "deferred", outcome.delay))
+                        results.append(Result(event.pk, "deferred", delay))
                     else:
                         result, kind = _update(event, outcome)
                         results.append(result)
@@ -412,16 +452,20 @@ def deliver_many(
     event_ids: list[int],
     sleep: Callable[[float], None] = time.sleep,
     using: str | None = None,
+    drain: bool = False,
 ) -> list[Result]:
     """Claim those of ``event_ids`` that are due and free, in one transaction, and send them.
 
     Rows not due yet (a message that arrived early) come back ``deferred`` with the time until
     they are due (by the database's clock); rows already sent, or held by another worker, come
-    back ``skipped``.
+    back ``skipped``. With ``drain``, once those are in flight, other due rows follow, oldest
+    first, ``BATCH_SIZE`` at a time, for up to ``DRAIN_SECONDS`` (``send_batch``'s ``more``);
+    their results come after those of ``event_ids``.
     """
     alias = using or outbox_alias()
     claimed = claim(event_ids, limit=len(event_ids), using=alias)
-    results = send_batch(claimed, sleep)
+    more = (lambda: claim(limit=conf.BATCH_SIZE, using=alias)) if drain else None
+    results = send_batch(claimed, sleep, more)
     missing = set(event_ids) - {event.pk for event in claimed}
     if missing:
         early = dict(

@@ -63,17 +63,19 @@ def enqueue(event_id: int, countdown: float | None = None) -> bool:
 
 @shared_task(name="django_supalytics.tasks.deliver_event", **_DELIVERY_TASK)
 def deliver_event(event_id: int) -> str:
-    """Deliver one outbox row, if it is due and no other worker holds it."""
-    result = delivery.deliver(event_id)
-    requeue([result])
-    return result.outcome
+    """Deliver one outbox row, if it is due and no other worker holds it (and then, if more
+    rows are due, those: ``deliver_many``'s ``drain``)."""
+    results = delivery.deliver_many([event_id], drain=True)
+    requeue(results)
+    return next(result.outcome for result in results if result.event_id == event_id)
 
 
 @shared_task(name="django_supalytics.tasks.deliver_events", **_DELIVERY_TASK)
 def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, int]:
     """Deliver the given outbox rows (those due and free), longest due first, claimed at once,
-    from the database ``using`` (default: the router's for ``OutboxEvent``)."""
-    results = delivery.deliver_many(list(event_ids), using=using)
+    from the database ``using`` (default: the router's for ``OutboxEvent``); then, if more rows
+    are due there, those (``deliver_many``'s ``drain``)."""
+    results = delivery.deliver_many(list(event_ids), using=using, drain=True)
     requeue(results, using)
     return delivery.count_outcomes(results)
 

@@ -37,7 +37,7 @@ def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, 
     from .dispatch import publish, requeue
 
     try:
-        results = delivery.deliver_many([int(pk) for pk in event_ids], using=using)
+        results = delivery.deliver_many([int(pk) for pk in event_ids], using=using, drain=True)
     except (OperationalError, InterfaceError):
         logger.warning("supalytics: delivery task failed; enqueued again", exc_info=True)
         publish(list(event_ids), countdown=TRANSIENT_RETRY_DELAY, using=using)

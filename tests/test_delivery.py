@@ -460,6 +460,29 @@ def test_one_probe_then_the_backlog_goes_when_the_api_heals(outage_settings):
     assert len(outage_settings.requests) == 4 + 6
 
 
+def test_a_long_outage_is_waited_out_in_steps_by_the_rows_own_message(outage_settings, settings):
+    """The circuit's next probe a minute away: the rows are due again within MAX_COUNTDOWN and
+    their message is re-sent for then (not left to the sweeper); no attempt is spent."""
+    from django_supalytics import tasks
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "OUTAGE_PROBE_BASE": 60, "MAX_COUNTDOWN": 2}
+    outage_settings.script(*[Answer(503, {"error": "down"})] * 3)
+    events = [track(f"e{i}") for i in range(5)]
+    with mock.patch("django_supalytics.dispatch.apply_task") as apply_task:
+        tasks.deliver_events([e.pk for e in events])
+    assert len(outage_settings.requests) == 3
+    # (The 3 that failed back off on their own; they may share the message.)
+    sent = [(call.args[0], call.args[1][0], call.args[2]) for call in apply_task.call_args_list]
+    task, ids, countdown = next(m for m in sent if isinstance(m[1], list) and events[3].pk in m[1])
+    assert task is tasks.deliver_events and {e.pk for e in events[3:]} <= set(ids)
+    assert 2 <= countdown <= 2.2
+    for event in events[3:]:
+        row = _reload(event)
+        assert (row.status, row.attempts) == ("pending", 0)
+        wait = (row.next_attempt_at - timezone.now()).total_seconds()
+        assert 1 < wait <= 2
+
+
 def test_a_pause_set_meanwhile_stops_a_slot_reserved_before_it(endpoint, settings):
     """Worker A reserved a slot 0.3 s ahead; worker B's 429 pauses everyone meanwhile."""
     from django_supalytics.ratelimit import get_limiter
@@ -787,13 +810,75 @@ def test_sqlite_now_has_the_precision_of_stored_times():
     assert [e.pk for e in delivery.claim(using="sqlite")] == [event.pk]
 
 
+@pytest.mark.django_db(transaction=True)  # sent_at from the database clock, per commit
+def test_a_draining_task_claims_more_rows_while_its_own_are_in_flight(endpoint, settings):
+    """A task's rows all in flight: it claims the oldest other due rows (BATCH_SIZE at a time)
+    and sends them meanwhile, instead of waiting for the slow answer first."""
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "BATCH_SIZE": 2, "SEND_CONCURRENCY": 4}
+    endpoint.script(Answer(200, delay=1.0))
+    others = [track(f"other{i}") for i in range(5)]
+    slow = track("slow")
+    results = delivery.deliver_many([slow.pk], drain=True)
+    assert [(r.event_id, r.outcome) for r in results] == [(slow.pk, "sent")] + [
+        (e.pk, "sent") for e in others
+    ]
+    assert len(endpoint.requests) == 6  # each row once
+    slow_sent_at = _reload(slow).sent_at
+    assert all(_reload(e).sent_at < slow_sent_at for e in others)
+
+
+def test_without_drain_or_past_its_time_only_the_tasks_rows_are_sent(endpoint, settings):
+    others = [track(f"other{i}") for i in range(3)]
+    mine = track("mine")
+    assert [r.event_id for r in delivery.deliver_many([mine.pk])] == [mine.pk]
+    mine = track("mine2")
+    with mock.patch.object(delivery, "DRAIN_SECONDS", -1.0):
+        assert [r.event_id for r in delivery.deliver_many([mine.pk], drain=True)] == [mine.pk]
+    assert len(endpoint.requests) == 2
+    assert {_reload(e).status for e in others} == {"pending"}
+
+
+def test_a_drain_stops_when_sending_has_to_wait(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "BATCH_SIZE": 2, "SEND_CONCURRENCY": 1}
+    others = [track(f"other{i}") for i in range(8)]
+    mine = track("mine")
+    with (
+        mock.patch.object(delivery, "_paused", side_effect=[0.0, 0.0, 5.0, 5.0, 5.0, 5.0]),
+        mock.patch(
+            "django_supalytics.ratelimit.RedisRateLimiter.reserve",
+            return_value=Reservation(True, 0.01),
+        ),
+        mock.patch(
+            "django_supalytics.ratelimit.LocalRateLimiter.reserve",
+            return_value=Reservation(True, 0.01),
+        ),
+    ):
+        results = delivery.deliver_many([mine.pk], drain=True)
+    outcomes = [(r.event_id, r.outcome) for r in results]
+    # mine and the first refill's first row are sent; the pause hands back what was claimed
+    # (with one thread, the next refill may already have been claimed) and stops the drain.
+    assert outcomes[:2] == [(mine.pk, "sent"), (others[0].pk, "sent")]
+    assert {outcome for _, outcome in outcomes[2:]} == {"deferred"}
+    assert len(outcomes) <= 1 + 2 * 2 < 1 + len(others)
+    assert len(endpoint.requests) == 2
+    assert not OutboxEvent.objects.filter(status="sending").exists()
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_that_outlives_its_lease_is_never_posted_twice(endpoint, settings):
+@pytest.mark.parametrize("drain", [False, True], ids=["own-rows", "draining"])
+def test_a_batch_that_outlives_its_lease_is_never_posted_twice(endpoint, settings, drain):
     """An API answering in 0.5 s, a 1.5-s lease, 8 rows one at a time (4 s): meanwhile the
-    sweeper and another worker keep trying. Each row is POSTed once, recorded as it is answered."""
+    sweeper and another worker keep trying. Each row is POSTed once, recorded as it is answered.
+    Draining, the task's message names 2 rows and it claims the others 2 at a time (each claim
+    a lease of its own, all renewed)."""
     from django.db import connection
 
-    settings.SUPALYTICS = {**settings.SUPALYTICS, "LEASE_SECONDS": 1.5, "SEND_CONCURRENCY": 1}
+    settings.SUPALYTICS = {
+        **settings.SUPALYTICS,
+        "LEASE_SECONDS": 1.5,
+        "SEND_CONCURRENCY": 1,
+        "BATCH_SIZE": 2,
+    }
     endpoint.script(*[Answer(200, delay=0.5) for _ in range(8)])
     events = [track(f"slow{i}") for i in range(8)]
     stop = threading.Event()
@@ -811,14 +896,21 @@ def test_a_batch_that_outlives_its_lease_is_never_posted_twice(endpoint, setting
     rival = threading.Thread(target=another_worker_and_the_sweeper)
     rival.start()
     try:
-        results = delivery.deliver_many([e.pk for e in events])
+        if drain:
+            results = delivery.deliver_many([e.pk for e in events[:2]], drain=True)
+        else:
+            results = delivery.deliver_many([e.pk for e in events])
     finally:
         stop.set()
         rival.join()
-    assert [r.outcome for r in results] == ["sent"] * 8
     keys = [r.headers["Idempotency-Key"] for r in endpoint.requests]
     assert sorted(keys) == sorted(str(e.uuid) for e in events)  # none twice
-    assert stolen == []
+    if drain:  # rows the drain had not claimed yet were fair game for the other worker
+        assert sorted(r.outcome for r in results) + stolen == ["sent"] * 8
+        assert len(results) >= 2
+    else:
+        assert [r.outcome for r in results] == ["sent"] * 8
+        assert stolen == []
     assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"sent"}
 
 
