@@ -7,6 +7,12 @@ not a broker round trip, and a broker that is slow or down cannot stall it. If t
 before the thread publishes, the rows are committed and ``pending``: the sweeper sends them.
 ``ENQUEUE = "inline"`` publishes on the committing thread instead (and Celery's eager mode always
 does).
+
+A publish that fails (the broker is down or restarting), on commit or when a task hands rows
+back, is not left to the sweeper: the same thread tries it again after 1, 2, 4 … seconds (at
+most ``PUBLISH_RETRY_MAX`` apart) for up to ``SWEEP_GRACE``, keeping the countdown's due time,
+so the rows go within seconds of the broker's return. Past that, or if the process exits, the
+rows are committed and ``pending``, and the sweeper re-enqueues them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
@@ -31,6 +38,8 @@ logger = logging.getLogger("django_supalytics")
 
 #: How long the publisher gathers commits before one publish: the added delivery latency.
 COALESCE_SECONDS = 0.02
+#: Longest wait between two tries of a publish that failed.
+PUBLISH_RETRY_MAX = 10.0
 
 
 def apply_task(task: Any, args: tuple[Any, ...], countdown: float | None = None) -> bool:
@@ -44,7 +53,7 @@ def apply_task(task: Any, args: tuple[Any, ...], countdown: float | None = None)
         task.apply_async(args, **options)
     except Exception:
         logger.warning(
-            "supalytics: could not enqueue %s%r; the sweeper will pick it up",
+            "supalytics: could not enqueue %s%r; trying again",
             task.name,
             args,
             exc_info=True,
@@ -53,28 +62,46 @@ def apply_task(task: Any, args: tuple[Any, ...], countdown: float | None = None)
     return True
 
 
-def publish(event_ids: list[int], countdown: float | None = None, using: str | None = None) -> bool:
+def publish(
+    event_ids: list[int],
+    countdown: float | None = None,
+    using: str | None = None,
+    retry: bool = True,
+) -> bool:
     """Enqueue delivery of ``event_ids`` in messages of up to ``BATCH_SIZE``, on the
     ``DELIVERY_BACKEND``; True if every message went out. Never raises.
 
     Rows in a database other than the outbox's default (``track(using=...)``) are named with
-    their alias in the message, so that the worker claims them there.
+    their alias in the message, so that the worker claims them there. Messages that could not
+    go out are tried again by the publisher thread (``retry``), within seconds.
     """
+    failed = _publish(event_ids, countdown, using)
+    if failed and retry:
+        due = time.monotonic() + (countdown or 0.0)
+        for chunk in failed:
+            publisher.retry(chunk, using, due)
+    return not failed
+
+
+def _publish(event_ids: list[int], countdown: float | None, using: str | None) -> list[list[int]]:
+    """Publish in chunks; the chunks that did not go out."""
     from .models import outbox_alias
 
     backend = conf.DELIVERY_BACKEND
     if backend == "none":
-        return False  # rows wait for supalytics_drain
+        return []  # rows wait for supalytics_drain
     alias = using if using is not None and using != outbox_alias() else None
     size = conf.BATCH_SIZE
-    ok = True
+    failed = []
     for start in range(0, len(event_ids), size):
         chunk = event_ids[start : start + size]
         if backend == "django_tasks":
-            ok &= _enqueue_django_task(chunk, countdown, alias)
+            ok = _enqueue_django_task(chunk, countdown, alias)
         else:
-            ok &= _publish_celery(chunk, countdown, alias)
-    return ok
+            ok = _publish_celery(chunk, countdown, alias)
+        if not ok:
+            failed.append(chunk)
+    return failed
 
 
 def _publish_celery(chunk: list[int], countdown: float | None, using: str | None) -> bool:
@@ -114,11 +141,28 @@ def requeue(results: list[Result], using: str | None = None) -> None:
         publish(ids, countdown=wait, using=using)
 
 
+@dataclass
+class _Retry:
+    """A message that did not go out: its rows, their database, when they are due (monotonic),
+    when to try next, how many tries so far, and when to leave them to the sweeper."""
+
+    ids: list[int]
+    using: str | None
+    due: float
+    next_try: float
+    tries: int
+    give_up: float
+    generation: int
+
+
 class Publisher:
-    """A daemon thread that publishes what committed transactions hand it."""
+    """A daemon thread that publishes what committed transactions hand it, and tries again
+    what could not be published."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[list[int], str | None]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[int], str | None] | _Retry] = queue.SimpleQueue()
+        self._retries: list[_Retry] = []  # the thread's own
+        self._generation = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._unfinished = 0
@@ -139,10 +183,19 @@ class Publisher:
             self._unfinished += 1
         self._queue.put((event_ids, using))
 
+    def retry(self, ids: list[int], using: str | None, due: float) -> None:
+        """Publish ``ids`` again soon, with a countdown to ``due`` (``time.monotonic()``)."""
+        now = time.monotonic()
+        job = _Retry(ids, using, due, now + 1.0, 1, now + conf.SWEEP_GRACE, self._generation)
+        with self._lock:
+            self._ensure_thread()
+        self._queue.put(job)
+
     def _ensure_thread(self) -> None:
         # A forked child (a prefork server) inherits no running thread: start its own.
         if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
             self._queue = queue.SimpleQueue()
+            self._retries = []
             self._unfinished = 0
             self._pid = os.getpid()
             self._thread = threading.Thread(
@@ -152,7 +205,19 @@ class Publisher:
 
     def _run(self) -> None:
         while True:
-            batches = [self._queue.get()]
+            self._retries = [r for r in self._retries if r.generation == self._generation]
+            timeout = None
+            if self._retries:
+                timeout = max(0.0, min(r.next_try for r in self._retries) - time.monotonic())
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._try_again()
+                continue
+            if isinstance(first, _Retry):
+                self._retries.append(first)
+                continue
+            batches = [first]
             # Collect what commits in the next few milliseconds too: under load, one message
             # (and one broker round trip, the costly part) covers many transactions. Asleep,
             # not waiting on the queue: a commit meanwhile does not wake this thread (and take
@@ -160,19 +225,62 @@ class Publisher:
             time.sleep(COALESCE_SECONDS)
             while len(batches) < 1000:
                 try:
-                    batches.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if isinstance(item, _Retry):
+                    self._retries.append(item)
+                else:
+                    batches.append(item)
             by_alias: dict[str | None, list[int]] = {}
             for ids, using in batches:
                 by_alias.setdefault(using, []).extend(ids)
+            generation = self._generation
             try:
                 for using, ids in by_alias.items():
-                    publish(ids, using=using)
+                    failed = _publish(ids, None, using)
+                    now = time.monotonic()
+                    self._retries += [
+                        _Retry(chunk, using, now, now + 1.0, 1, now + conf.SWEEP_GRACE, generation)
+                        for chunk in failed
+                    ]
             finally:
                 with self._idle:
                     self._unfinished -= len(batches)
                     self._idle.notify_all()
+
+    def _try_again(self) -> None:
+        now = time.monotonic()
+        waiting = []
+        for job in self._retries:
+            if job.generation != self._generation:
+                continue
+            if job.next_try > now:
+                waiting.append(job)
+                continue
+            countdown = max(0.0, job.due - now) or None
+            if not _publish(job.ids, countdown, job.using):
+                logger.info(
+                    "supalytics: enqueued %d event(s) on try %d", len(job.ids), job.tries + 1
+                )
+                continue
+            if now >= job.give_up:
+                logger.warning(
+                    "supalytics: could not enqueue %d event(s) in %d tries; the sweeper will "
+                    "pick them up",
+                    len(job.ids),
+                    job.tries + 1,
+                )
+                continue
+            job.tries += 1
+            job.next_try = now + min(PUBLISH_RETRY_MAX, 2.0 ** (job.tries - 1))
+            waiting.append(job)
+        self._retries = waiting
+
+    def discard_retries(self) -> None:
+        """Forget the publishes waiting to be tried again (the sweeper will cover their rows);
+        for tests, which must not see another test's messages."""
+        self._generation += 1
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything submitted so far is published; True if it was in time."""

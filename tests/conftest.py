@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import caches
 
+from django_supalytics.dispatch import publisher
 from django_supalytics.ratelimit import redis_client
 from tests.httpserver import ScriptedServer
 from tests.processes import ChildProcess
@@ -40,6 +41,13 @@ def _clear_caches() -> Iterator[None]:
         keys = list(client.scan_iter(match=cache.make_key("*"), count=1000))
         if keys:
             client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _forget_publish_retries() -> Iterator[None]:
+    yield
+    # A message a test's broker refused must not be published during the next test.
+    publisher.discard_retries()
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
+import time
 from unittest import mock
 
 import pytest
 from django.db import transaction
 
 from django_supalytics import track
-from django_supalytics.dispatch import publisher
+from django_supalytics.delivery import Result
+from django_supalytics.dispatch import publisher, requeue
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,7 +92,38 @@ def test_broker_down_in_the_background_loses_nothing(background, single, caplog)
     assert publisher.flush()
     event.refresh_from_db()
     assert event.status == "pending"
-    assert "sweeper will pick it up" in caplog.text
+    assert "could not enqueue" in caplog.text
+
+
+def test_a_publish_that_failed_is_tried_again_within_seconds(background, single):
+    """The broker is back after two tries: the third goes out, 1 + 2 s later."""
+    single.side_effect = [ConnectionError("down"), ConnectionError("down"), None]
+    with transaction.atomic():
+        event = track("e")
+    assert publisher.flush()
+    wait_for(lambda: single.call_count == 3, timeout=10)
+    assert [call.args[0] for call in single.call_args_list] == [(event.pk,)] * 3
+
+
+def test_a_requeue_that_failed_keeps_its_due_time(many):
+    """A task handed rows back for 5 s and the broker refused: the retry a second later
+    counts down what is left of the 5 s."""
+    many.side_effect = [ConnectionError("down"), None]
+    requeue([Result(1, "deferred", 5.0), Result(2, "deferred", 5.0)])
+    wait_for(lambda: many.call_count == 2, timeout=10)
+    call = many.call_args_list[1]
+    assert call.args[0] == ([1, 2],)
+    assert 3.5 < call.kwargs["countdown"] < 4.5
+
+
+def test_after_sweep_grace_the_sweeper_has_them(background, single, settings, caplog):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SWEEP_GRACE": 1.5}
+    single.side_effect = ConnectionError("down")
+    track("e")
+    wait_for(lambda: "the sweeper will pick them up" in caplog.text, timeout=10)
+    tries = single.call_count
+    time.sleep(2.5)
+    assert single.call_count == tries == 3  # at 0, 1 and 2 s; then no more
 
 
 def test_inline_mode_publishes_on_the_committing_thread(settings, single):
