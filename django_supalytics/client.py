@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -88,6 +89,54 @@ def parse_ratelimit_reset(value: str | None, now: float) -> float | None:
     if number >= 1e9:
         return max(0.0, number - now)
     return number
+
+
+class ServerClock:
+    """The API's clock, as its ``X-RateLimit-Reset`` answers tell it.
+
+    Each answer names the end of the one-second window its request was counted in, in whole
+    seconds of the server's clock, so the server's time at that moment was within the second
+    before. The request was counted between our send and our receipt; so every answer bounds
+    the offset (server minus ours), and many answers pin it to about a round trip. A pause "until
+    the reset" is then measured on the server's clock, not ours: a clock an hour or 0.3 s off
+    neither stalls delivery nor ends a pause before the server's window does. Answers that do
+    not fit the bounds so far (the server's clock was set) start them again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._low = -math.inf
+        self._high = math.inf
+
+    def observe(self, reset: str | None, sent: float, received: float) -> None:
+        """Learn from one answer's ``X-RateLimit-Reset`` (only whole Unix seconds say when)."""
+        try:
+            end = float((reset or "").strip())
+        except ValueError:
+            return
+        if not (1e9 <= end < 1e12) or end != math.floor(end):
+            return
+        low, high = end - 1.0 - received, end - sent
+        with self._lock:
+            if low > self._high or high < self._low:
+                self._low, self._high = low, high
+            else:
+                self._low, self._high = max(self._low, low), min(self._high, high)
+
+    def offset(self) -> float:
+        """Seconds the server's clock is ahead of ours (negative: behind); 0 until known."""
+        with self._lock:
+            if math.isinf(self._low) or math.isinf(self._high):
+                return 0.0
+            return (self._low + self._high) / 2
+
+
+_server_clocks: dict[str, ServerClock] = {}
+
+
+def server_clock(endpoint: str) -> ServerClock:
+    """The clock of the API at ``endpoint``, as learned in this process."""
+    return _server_clocks.setdefault(endpoint, ServerClock())
 
 
 def rate_limit_wait(headers: Any, now: float, cap: float) -> float:
@@ -183,9 +232,11 @@ def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> O
         "Idempotency-Key": idempotency_key,
         "User-Agent": USER_AGENT,
     }
+    endpoint = conf.ENDPOINT
+    sent = time.time()
     try:
         response = get_session().post(
-            conf.ENDPOINT,
+            endpoint,
             data=json.dumps(payload, separators=(",", ":")).encode(),
             headers=headers,
             timeout=(conf.CONNECT_TIMEOUT, conf.READ_TIMEOUT),
@@ -198,13 +249,16 @@ def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> O
     except Exception as exc:  # an encoding error, a bug in an adapter: never out of a worker
         text = _scrub(f"{type(exc).__name__}: {exc}", api_key)
         return Outcome(Kind.RETRY, None, text[:ERROR_TEXT_MAX])
-    now = time.time()
+    received = time.time()
+    clock = server_clock(endpoint)
+    clock.observe(response.headers.get("X-RateLimit-Reset"), sent, received)
+    now = received + clock.offset()  # the server's time: its headers' times are on its clock
     kind = classify(response.status_code)
     if kind is Kind.SENT:
         wait = None
         if response.headers.get("X-RateLimit-Remaining", "").strip() == "0":
             reset = parse_ratelimit_reset(response.headers.get("X-RateLimit-Reset"), now)
-            # Capped like a 429's wait: a server clock an hour off must not stall delivery.
+            # On the server's clock, and capped like a 429's wait whatever the header said.
             wait = None if reset is None else min(reset, conf.RATE_LIMIT_WAIT_MAX)
         return Outcome(kind, response.status_code, "", wait)
     if kind is Kind.RATE_LIMITED:

@@ -7,6 +7,7 @@ import requests
 from django_supalytics import __version__
 from django_supalytics.client import (
     Kind,
+    ServerClock,
     backoff,
     classify,
     error_text,
@@ -157,13 +158,44 @@ def test_post_success_with_none_remaining_asks_for_a_pause(endpoint):
 
 
 def test_a_pause_asked_by_a_success_is_capped(endpoint, settings):
-    """A server clock an hour ahead: X-RateLimit-Reset an hour away pauses RATE_LIMIT_WAIT_MAX."""
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "RATE_LIMIT_WAIT_MAX": 5.0}
+    endpoint.script(Answer(200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "90"}))
+    assert post_event({"name": "a"}, "k", "sly_x").wait == 5.0
+
+
+@pytest.mark.parametrize("offset", [3600, -3600.0, 0.45, -0.3])
+def test_a_pause_until_the_reset_is_measured_on_the_servers_clock(endpoint, offset):
+    """A server clock an hour (or a fraction of a second) off: X-RateLimit-Reset names the end
+    of the server's current second, and the pause lasts what is left of it, not an hour."""
     import time
 
-    settings.SUPALYTICS = {**settings.SUPALYTICS, "RATE_LIMIT_WAIT_MAX": 5.0}
-    reset = str(int(time.time()) + 3600)
-    endpoint.script(Answer(200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}))
-    assert post_event({"name": "a"}, "k", "sly_x").wait == 5.0
+    def answer():
+        server_now = time.time() + offset
+        reset = str(int(server_now) + 1)
+        return Answer(200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset})
+
+    for _ in range(3):
+        endpoint.script(answer())
+        wait = post_event({"name": "a"}, "k", "sly_x").wait
+        assert wait is not None and 0.0 <= wait <= 1.0
+
+
+def test_the_server_clock_is_pinned_to_about_a_round_trip():
+    import random
+
+    clock = ServerClock()
+    assert clock.offset() == 0.0
+    rng = random.Random(7)
+    for offset in (-0.3, 0.45, 3600.0):  # the last: the server's clock was set meanwhile
+        for _ in range(200):
+            sent = 1_800_000_000 + rng.uniform(0, 1000)
+            counted = sent + 0.02 + rng.uniform(-0.01, 0.01)  # one way, jittered
+            clock.observe(str(int(counted + offset) + 1), sent, sent + 0.04)
+        assert abs(clock.offset() - offset) < 0.03
+    clock.observe("1.5", 0, 0)  # not whole epoch seconds: no news about the clock
+    clock.observe("90", 0, 0)
+    clock.observe("soon", 0, 0)
+    assert abs(clock.offset() - 3600.0) < 0.03
 
 
 @pytest.mark.parametrize(
