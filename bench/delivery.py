@@ -209,6 +209,7 @@ def recovery(args: argparse.Namespace) -> None:
                 sweep_outbox()
                 next_sweep += 30
         during = messages(worker) - before
+        total_messages = messages(worker)
     finally:
         for proc in procs:
             proc.stop()
@@ -237,7 +238,8 @@ def recovery(args: argparse.Namespace) -> None:
         )
     print(
         f"  broker messages taken by the worker from the heal to the end: {during} = "
-        f"{during / max(1, len(times)):.3f} per delivered event"
+        f"{during / max(1, len(times)):.3f} per delivered event; over the whole run "
+        f"{total_messages} = {total_messages / max(1, len(times)):.3f}"
     )
     print(
         f"  lost {figures['lost']}, stored twice {figures['stored_twice']}, "
