@@ -94,6 +94,18 @@ def report_integrity(keys: list[str]) -> dict[str, int]:
     }
 
 
+def print_delivery(count: int, rate: float, figures: dict[str, int]) -> None:
+    print(f"  delivered {count} at {rate:.1f} events/s = {rate / LIMIT:.3f} of the limit")
+    print(
+        f"  {figures['429']} answered 429 of {figures['requests']} requests "
+        f"({100 * figures['429'] / max(1, figures['requests']):.2f}%)"
+    )
+    print(
+        f"  lost {figures['lost']}, stored twice {figures['stored_twice']}, "
+        f"sent twice {figures['sent_twice (replayed)']}, stuck sending {figures['stuck_sending']}"
+    )
+
+
 def reset() -> None:
     OutboxEvent.objects.all().delete()
     ReceivedEvent.objects.all().delete()
@@ -122,15 +134,7 @@ def efficiency(args: argparse.Namespace) -> None:
         f"efficiency, {args.workers} worker processes, {args.events} events, "
         f"receiver limit {LIMIT}/s, client RATE_LIMIT {conf.RATE_LIMIT:g}/s"
     )
-    print(f"  delivered {count} at {rate:.1f} events/s = {rate / LIMIT:.3f} of the limit")
-    print(
-        f"  {figures['429']} answered 429 of {figures['requests']} requests "
-        f"({100 * figures['429'] / max(1, figures['requests']):.2f}%)"
-    )
-    print(
-        f"  lost {figures['lost']}, stored twice {figures['stored_twice']}, "
-        f"sent twice {figures['sent_twice (replayed)']}, stuck sending {figures['stuck_sending']}"
-    )
+    print_delivery(count, rate, figures)
 
 
 def capacity(args: argparse.Namespace) -> None:
@@ -292,22 +296,14 @@ def wan_run(args: argparse.Namespace, overrides: str) -> None:
     per_second: dict[int, int] = {}
     for t in times:
         per_second[int(t - times[0])] = per_second.get(int(t - times[0]), 0) + 1
-    print(f"  stored per second from the first: {list(per_second.values())}")
     print(
         f"wan, {args.workers} worker processes, {args.events} events backlogged, "
         f"round trip {args.rtt * 1000:.0f} ms ± {args.jitter * 1000:.0f} ms each way, receiver "
         f"clock {args.clock_offset:+g} s, receiver limit {LIMIT}/s, "
         f"client RATE_LIMIT {conf.RATE_LIMIT:g}/s, worker settings {overrides}"
     )
-    print(f"  delivered {count} at {rate:.1f} events/s = {rate / LIMIT:.3f} of the limit")
-    print(
-        f"  {figures['429']} answered 429 of {figures['requests']} requests "
-        f"({100 * figures['429'] / max(1, figures['requests']):.2f}%)"
-    )
-    print(
-        f"  lost {figures['lost']}, stored twice {figures['stored_twice']}, "
-        f"sent twice {figures['sent_twice (replayed)']}, stuck sending {figures['stuck_sending']}"
-    )
+    print_delivery(count, rate, figures)
+    print(f"  stored per second from the first: {list(per_second.values())}")
 
 
 def main() -> None:
