@@ -25,14 +25,36 @@ RATE_LIMIT_WAIT_FLOOR = 1.0
 
 
 class Kind(str, Enum):
+    """What became of a row's turn to be sent: the one vocabulary of the API's classified
+    answers (the first four), of ``delivery.Result.outcome``, of the tasks' counts and of the
+    commands' output. A row's lasting state is ``OutboxEvent.Status``: ``sent`` and ``failed``
+    end there, ``retry``, ``rate_limited`` and ``deferred`` leave it ``pending``.
+
+    Its members are strings: equal to, hashed and formatted as their values on every
+    supported Python (as 3.11's ``StrEnum``).
+    """
+
     SENT = "sent"
-    RETRY = "retry"
-    RATE_LIMITED = "rate_limited"
-    FAILED = "failed"
+    RETRY = "retry"  # a transient failure: the row backs off
+    RATE_LIMITED = "rate_limited"  # a 429: every worker pauses, no attempt spent
+    FAILED = "failed"  # a permanent refusal, or the last attempt
+    DEFERRED = "deferred"  # no request made: a pause, the outage circuit, delivery off
+    SKIPPED = "skipped"  # not this worker's to send: sent already, or another holds it
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """An answer of the API (or its absence: a timeout, a refused connection), classified."""
+
     kind: Kind
     status_code: int | None = None
     error: str = ""

@@ -53,7 +53,7 @@ class Result:
     """What became of one delivery attempt."""
 
     event_id: int
-    outcome: str  # a Kind value, or "skipped" / "deferred"
+    outcome: Kind
     #: Seconds after which the row is due again, when a re-enqueue would help.
     retry_in: float | None = None
 
@@ -151,11 +151,11 @@ def _update(event: OutboxEvent, outcome: Outcome) -> tuple[Result, Kind | None]:
     if not updated:
         # The lease expired and another worker took the row over; its record wins.
         logger.warning("supalytics: lease on event %s was lost; outcome not recorded", event.pk)
-        return Result(event.pk, "skipped"), None
+        return Result(event.pk, Kind.SKIPPED), None
     for name, value in fields.items():
         if not hasattr(value, "resolve_expression"):
             setattr(event, name, value)
-    return Result(event.pk, kind.value, retry_in), kind
+    return Result(event.pk, kind, retry_in), kind
 
 
 _DB_TIMES = ("next_attempt_at", "sent_at", "failed_at")
@@ -328,7 +328,7 @@ def send_batch(
         arrived = [(futures[future], future.result()) for future in done]
         for event, outcome in arrived:
             if outcome is None:
-                results[event.pk] = Result(event.pk, "skipped")
+                results[event.pk] = Result(event.pk, Kind.SKIPPED)
         answered = [(event, outcome) for event, outcome in arrived if outcome is not None]
         if answered:
             recorded = _record([e for e, _ in answered], [o for _, o in answered], sleep)
@@ -405,14 +405,14 @@ def _record_all(
                     if isinstance(outcome, _Deferred):
                         if outcome.delay is None:  # delivery is off: no message follows
                             _release(event, conf.MAX_COUNTDOWN, outcome.error)
-                            results.append(Result(event.pk, "deferred"))
+                            results.append(Result(event.pk, Kind.DEFERRED))
                             continue
                         # A longer wait (an outage's next probe a minute away) is taken in
                         # steps: the row's message comes back within MAX_COUNTDOWN, never
                         # left to the sweeper, and finds the row due.
                         delay = min(outcome.delay, conf.MAX_COUNTDOWN)
                         _release(event, delay, outcome.error)
-                        results.append(Result(event.pk, "deferred", delay))
+                        results.append(Result(event.pk, Kind.DEFERRED, delay))
                     else:
                         result, kind = _update(event, outcome)
                         results.append(result)
@@ -445,7 +445,7 @@ def _executor(size: int) -> ThreadPoolExecutor:
 def deliver(event_id: int, using: str | None = None) -> Result:
     """Claim and send one row, if it is due and nobody else holds it."""
     results = deliver_many([event_id], using=using)
-    return results[0] if results else Result(event_id, "skipped")
+    return results[0] if results else Result(event_id, Kind.SKIPPED)
 
 
 def deliver_many(
@@ -480,9 +480,9 @@ def deliver_many(
         )
         for pk in sorted(missing):
             if pk in early:
-                results.append(Result(pk, "deferred", max(0.0, early[pk].total_seconds())))
+                results.append(Result(pk, Kind.DEFERRED, max(0.0, early[pk].total_seconds())))
             else:
-                results.append(Result(pk, "skipped"))
+                results.append(Result(pk, Kind.SKIPPED))
     return results
 
 
@@ -490,7 +490,7 @@ def count_outcomes(results: list[Result]) -> dict[str, int]:
     """``{"sent": n, "retry": n, ...}``: what a task reports."""
     outcomes: dict[str, int] = {}
     for result in results:
-        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+        outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
     return outcomes
 
 
@@ -514,9 +514,9 @@ def deliver_due(
         if not batch:
             break
         sent = send_batch(batch, sleep)
-        retried.update(result.event_id for result in sent if result.outcome == "retry")
+        retried.update(result.event_id for result in sent if result.outcome is Kind.RETRY)
         results.extend(sent)
-        if results[-1].outcome == "deferred":
+        if results[-1].outcome is Kind.DEFERRED:
             break
     return results
 

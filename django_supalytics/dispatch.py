@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
+from django.utils.module_loading import import_string
 
 from .conf import conf
 
@@ -83,49 +84,40 @@ def publish(
     return not failed
 
 
+#: What hands a chunk of IDs to each ``DELIVERY_BACKEND``: ``f(ids, countdown, using) -> bool``,
+#: False when it could not (to be tried again). Named, not imported: the backends' modules
+#: define the tasks, and they import this one.
+BACKENDS = {
+    "celery": "django_supalytics.tasks.send_chunk",
+    "django_tasks": "django_supalytics.tasks_framework.send_chunk",
+}
+
+
 def _publish(event_ids: list[int], countdown: float | None, using: str | None) -> list[list[int]]:
     """Publish in chunks; the chunks that did not go out."""
     from .models import outbox_alias
 
     backend = conf.DELIVERY_BACKEND
-    if backend == "none":
-        return []  # rows wait for supalytics_drain
+    if backend not in BACKENDS:
+        return []  # "none": rows wait for supalytics_drain
     alias = using if using is not None and using != outbox_alias() else None
     size = conf.BATCH_SIZE
     failed = []
     for start in range(0, len(event_ids), size):
         chunk = event_ids[start : start + size]
-        if backend == "django_tasks":
-            ok = _enqueue_django_task(chunk, countdown, alias)
-        else:
-            ok = _publish_celery(chunk, countdown, alias)
+        try:
+            ok = bool(import_string(BACKENDS[backend])(chunk, countdown, alias))
+        except Exception:  # the backend's module or its framework is missing (checks say so)
+            logger.warning(
+                "supalytics: could not enqueue %r on %s; trying again",
+                chunk,
+                backend,
+                exc_info=True,
+            )
+            ok = False
         if not ok:
             failed.append(chunk)
     return failed
-
-
-def _publish_celery(chunk: list[int], countdown: float | None, using: str | None) -> bool:
-    from .tasks import deliver_event, deliver_events
-
-    if using is not None:
-        return apply_task(deliver_events, (chunk, using), countdown)
-    if len(chunk) == 1:
-        return apply_task(deliver_event, (chunk[0],), countdown)
-    return apply_task(deliver_events, (chunk,), countdown)
-
-
-def _enqueue_django_task(chunk: list[int], countdown: float | None, using: str | None) -> bool:
-    try:
-        from .tasks_framework import enqueue
-
-        return enqueue(chunk, countdown, using)
-    except Exception:
-        logger.warning(
-            "supalytics: could not enqueue deliver_events%r; supalytics_drain will send it",
-            (chunk,),
-            exc_info=True,
-        )
-        return False
 
 
 def requeue(results: list[Result], using: str | None = None) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from . import delivery
+from . import delivery, dispatch
 from .conf import conf
-from .dispatch import apply_task, publish, requeue
+from .dispatch import publish, requeue
 
 logger = logging.getLogger("django_supalytics")
 
@@ -58,7 +58,16 @@ _DELIVERY_TASK: dict[str, Any] = {
 
 def enqueue(event_id: int, countdown: float | None = None) -> bool:
     """Ask a worker to deliver ``event_id``; never raises (the sweeper covers a lost message)."""
-    return apply_task(deliver_event, (event_id,), countdown)
+    return dispatch.apply_task(deliver_event, (event_id,), countdown)
+
+
+def send_chunk(event_ids: list[int], countdown: float | None, using: str | None) -> bool:
+    """Publish one message for ``event_ids`` (the ``"celery"`` backend of ``dispatch``)."""
+    if using is not None:
+        return dispatch.apply_task(deliver_events, (event_ids, using), countdown)
+    if len(event_ids) == 1:
+        return dispatch.apply_task(deliver_event, (event_ids[0],), countdown)
+    return dispatch.apply_task(deliver_events, (event_ids,), countdown)
 
 
 @shared_task(name="django_supalytics.tasks.deliver_event", **_DELIVERY_TASK)
@@ -67,7 +76,7 @@ def deliver_event(event_id: int) -> str:
     rows are due, those: ``deliver_many``'s ``drain``)."""
     results = delivery.deliver_many([event_id], drain=True)
     requeue(results)
-    return next(result.outcome for result in results if result.event_id == event_id)
+    return next(result.outcome.value for result in results if result.event_id == event_id)
 
 
 @shared_task(name="django_supalytics.tasks.deliver_events", **_DELIVERY_TASK)

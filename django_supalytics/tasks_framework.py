@@ -46,8 +46,24 @@ def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, 
     return delivery.count_outcomes(results)
 
 
+def send_chunk(event_ids: list[int], countdown: float | None, using: str | None) -> bool:
+    """Enqueue ``deliver_events`` (the ``"django_tasks"`` backend of ``dispatch``); False if
+    it could not, to be tried again."""
+    try:
+        enqueue(event_ids, countdown, using)
+    except Exception:
+        logger.warning(
+            "supalytics: could not enqueue deliver_events%r; trying again",
+            (event_ids,),
+            exc_info=True,
+        )
+        return False
+    return True
+
+
 def enqueue(event_ids: list[int], countdown: float | None = None, using: str | None = None) -> bool:
-    """Enqueue ``deliver_events``; a wait needs a backend that ``supports_defer``."""
+    """Enqueue ``deliver_events``; True if it was. A wait needs a backend that
+    ``supports_defer``: without, the rows are left to ``supalytics_drain`` (False)."""
     options: dict[str, Any] = {}
     if conf.TASK_QUEUE:
         options["queue_name"] = conf.TASK_QUEUE

@@ -157,6 +157,18 @@ def test_post_success_with_none_remaining_asks_for_a_pause(endpoint):
     assert post_event({"name": "a"}, "k", "sly_x").wait == 1.0
 
 
+def test_one_outcome_vocabulary_that_is_plain_strings_everywhere():
+    """Results, task counts and command output share ``Kind``; its members act as their values
+    (in sets, dicts, f-strings, JSON) on every supported Python."""
+    import json
+
+    assert {Kind.SENT, Kind.DEFERRED} == {"sent", "deferred"}
+    assert {"skipped": 1}[Kind.SKIPPED] == 1
+    assert f"{Kind.RATE_LIMITED}|{Kind.RETRY!s}|{Kind.FAILED:>7}" == "rate_limited|retry| failed"
+    assert json.dumps({Kind.SENT: [Kind.RETRY]}) == '{"sent": ["retry"]}'
+    assert Kind("deferred") is Kind.DEFERRED
+
+
 def test_a_pause_asked_by_a_success_is_capped(endpoint, settings):
     settings.SUPALYTICS = {**settings.SUPALYTICS, "RATE_LIMIT_WAIT_MAX": 5.0}
     endpoint.script(Answer(200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "90"}))

@@ -5,6 +5,7 @@ import pytest
 from django.db import transaction
 
 from django_supalytics import track
+from django_supalytics.client import Kind
 from django_supalytics.delivery import Result
 from django_supalytics.dispatch import publisher, requeue
 from tests.processes import wait_for
@@ -109,7 +110,7 @@ def test_a_requeue_that_failed_keeps_its_due_time(many):
     """A task handed rows back for 5 s and the broker refused: the retry a second later
     counts down what is left of the 5 s."""
     many.side_effect = [ConnectionError("down"), None]
-    requeue([Result(1, "deferred", 5.0), Result(2, "deferred", 5.0)])
+    requeue([Result(1, Kind.DEFERRED, 5.0), Result(2, Kind.DEFERRED, 5.0)])
     wait_for(lambda: many.call_count == 2, timeout=10)
     call = many.call_args_list[1]
     assert call.args[0] == ([1, 2],)

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import delivery
+from ...client import Kind
 from ...conf import conf
 from ._common import Progress, add_database_argument, usage_error
 
@@ -63,11 +64,11 @@ class Command(BaseCommand):
             if not results:
                 break
             for result in results:
-                if result.outcome != "deferred":
-                    outcomes[result.outcome] += 1
+                if result.outcome is not Kind.DEFERRED:
+                    outcomes[result.outcome.value] += 1
                     done += 1
                     progress.advance()
-            deferred = [r for r in results if r.outcome == "deferred"]
+            deferred = [r for r in results if r.outcome is Kind.DEFERRED]
             if deferred:
                 if deferred[-1].retry_in is None:
                     progress.finish()

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from ... import delivery
+from ...client import Kind
 from ...exceptions import InvalidEvent
 from ...tracking import build_event, track
 from ._common import parse_metadata, usage_error
@@ -57,8 +58,8 @@ class Command(BaseCommand):
             return
         result = delivery.deliver(event.pk)
         event.refresh_from_db()
-        line = f"Outcome: {result.outcome} (status {event.last_status_code})"
-        if result.outcome == "sent":
+        line = f"Outcome: {result.outcome.value} (status {event.last_status_code})"
+        if result.outcome is Kind.SENT:
             self.stdout.write(self.style.SUCCESS(line))
             return
         # Not sent now: the row stays in the outbox (the sweeper retries it unless it failed).
