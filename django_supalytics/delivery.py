@@ -109,52 +109,14 @@ def _rows(event: OutboxEvent) -> OutboxEventQuerySet:
     return OutboxEvent.objects.using(event._state.db or outbox_alias())
 
 
-def _release(event: OutboxEvent, delay: float, error: str = "") -> None:
-    fields: dict[str, object] = {
-        "status": Status.PENDING,
-        "next_attempt_at": db_now(delay),
-        "lease_owner": None,
-        "lease_expires_at": None,
-    }
-    if error:
-        fields["last_error"] = error
-    _rows(event).filter(pk=event.pk, lease_owner=event.lease_owner).update(**fields)
-
-
 def _update(event: OutboxEvent, outcome: Outcome) -> tuple[Result, Kind | None]:
     """Store the outcome of a request for a leased row; return the kind to signal, if any."""
-    attempts = event.attempts + (0 if outcome.kind is Kind.RATE_LIMITED else 1)
-    fields: dict[str, object] = {
-        "attempts": attempts,
-        "last_status_code": outcome.status_code,
-        "last_error": outcome.error,
-        "lease_owner": None,
-        "lease_expires_at": None,
-    }
-    retry_in: float | None = None
-    kind = outcome.kind
-    if kind is Kind.SENT:
-        fields.update(status=Status.SENT, sent_at=db_now())
-    elif kind is Kind.RETRY and attempts >= conf.MAX_ATTEMPTS:
-        kind = Kind.FAILED
-        fields.update(status=Status.FAILED, failed_at=db_now())
-        fields["last_error"] = f"gave up after {attempts} attempts; last: {outcome.error}"
-    elif kind is Kind.FAILED:
-        fields.update(status=Status.FAILED, failed_at=db_now())
-    else:
-        if kind is Kind.RATE_LIMITED:
-            retry_in = outcome.wait or client.RATE_LIMIT_WAIT_FLOOR
-        else:
-            retry_in = client.backoff(attempts, conf.BACKOFF_BASE, conf.BACKOFF_MAX)
-        fields.update(status=Status.PENDING, next_attempt_at=db_now(retry_in))
-    updated = _rows(event).filter(pk=event.pk, lease_owner=event.lease_owner).update(**fields)
-    if not updated:
+    recorded = event.record(outcome)
+    if recorded is None:
         # The lease expired and another worker took the row over; its record wins.
         logger.warning("supalytics: lease on event %s was lost; outcome not recorded", event.pk)
         return Result(event.pk, Kind.SKIPPED), None
-    for name, value in fields.items():
-        if not hasattr(value, "resolve_expression"):
-            setattr(event, name, value)
+    kind, retry_in = recorded
     return Result(event.pk, kind, retry_in), kind
 
 
@@ -404,14 +366,14 @@ def _record_all(
                 for event, outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, _Deferred):
                         if outcome.delay is None:  # delivery is off: no message follows
-                            _release(event, conf.MAX_COUNTDOWN, outcome.error)
+                            event.release(conf.MAX_COUNTDOWN, outcome.error)
                             results.append(Result(event.pk, Kind.DEFERRED))
                             continue
                         # A longer wait (an outage's next probe a minute away) is taken in
                         # steps: the row's message comes back within MAX_COUNTDOWN, never
                         # left to the sweeper, and finds the row due.
                         delay = min(outcome.delay, conf.MAX_COUNTDOWN)
-                        _release(event, delay, outcome.error)
+                        event.release(delay, outcome.error)
                         results.append(Result(event.pk, Kind.DEFERRED, delay))
                     else:
                         result, kind = _update(event, outcome)

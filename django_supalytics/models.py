@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from .client import RATE_LIMIT_WAIT_FLOOR, Kind, Outcome, backoff
 from .validation import NAME_MAX_LENGTH, VISITOR_ID_MAX_LENGTH, visitor_id_validator
 
 if TYPE_CHECKING:
@@ -185,6 +186,63 @@ class OutboxEvent(models.Model):
         if self.metadata:
             body["metadata"] = self.metadata
         return body
+
+    def _held(self) -> OutboxEventQuerySet:
+        """This row, for as long as this instance's lease holds it."""
+        rows = OutboxEvent.objects.using(self._state.db or outbox_alias())
+        return rows.filter(pk=self.pk, lease_owner=self.lease_owner)
+
+    def release(self, delay: float, error: str = "") -> bool:
+        """Hand the leased row back: ``pending``, due in ``delay`` seconds by the database's
+        clock, no attempt spent. False if the lease was lost (another worker holds it)."""
+        fields: dict[str, object] = {
+            "status": self.Status.PENDING,
+            "next_attempt_at": db_now(delay),
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        if error:
+            fields["last_error"] = error
+        return bool(self._held().update(**fields))
+
+    def record(self, outcome: Outcome) -> tuple[Kind, float | None] | None:
+        """Store the API's answer to a request for this leased row, as the retry classes say:
+        ``sent``; ``failed`` (a refusal, or the last attempt); back to ``pending`` after a
+        backoff (``retry``) or the 429's wait (``rate_limited``, no attempt spent). Returns the
+        kind and the seconds until the row is due again, or None if the lease was lost (the
+        new holder's record wins)."""
+        from .conf import conf
+
+        attempts = self.attempts + (0 if outcome.kind is Kind.RATE_LIMITED else 1)
+        fields: dict[str, object] = {
+            "attempts": attempts,
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        retry_in: float | None = None
+        kind = outcome.kind
+        if kind is Kind.SENT:
+            fields.update(status=self.Status.SENT, sent_at=db_now())
+        elif kind is Kind.RETRY and attempts >= conf.MAX_ATTEMPTS:
+            kind = Kind.FAILED
+            fields.update(status=self.Status.FAILED, failed_at=db_now())
+            fields["last_error"] = f"gave up after {attempts} attempts; last: {outcome.error}"
+        elif kind is Kind.FAILED:
+            fields.update(status=self.Status.FAILED, failed_at=db_now())
+        else:
+            if kind is Kind.RATE_LIMITED:
+                retry_in = outcome.wait or RATE_LIMIT_WAIT_FLOOR
+            else:
+                retry_in = backoff(attempts, conf.BACKOFF_BASE, conf.BACKOFF_MAX)
+            fields.update(status=self.Status.PENDING, next_attempt_at=db_now(retry_in))
+        if not self._held().update(**fields):
+            return None
+        for name, value in fields.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(self, name, value)
+        return kind, retry_in
 
 
 class VisitorIdentity(models.Model):

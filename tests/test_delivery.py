@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_supalytics import delivery, track
+from django_supalytics.client import Kind, Outcome
 from django_supalytics.models import OutboxEvent, db_now
 from django_supalytics.ratelimit import Reservation
 from django_supalytics.signals import event_delivered, event_failed
@@ -271,6 +272,27 @@ def test_reclaim_expired_returns_abandoned_rows():
     )
     assert delivery.reclaim_expired() == 1
     assert _reload(event).status == "pending"
+
+
+def test_a_leased_rows_state_changes_are_its_own_methods(settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "MAX_ATTEMPTS": 2, "BACKOFF_BASE": 0.0}
+    track("m")
+    [row] = delivery.claim()
+    assert row.record(Outcome(Kind.RETRY, 503, "down")) == (Kind.RETRY, 0.0)
+    assert (row.status, row.attempts, row.lease_owner) == ("pending", 1, None)
+    [row] = delivery.claim()
+    stale = OutboxEvent.objects.get(pk=row.pk)  # the same lease, read again
+    assert row.record(Outcome(Kind.RETRY, 503, "down")) == (Kind.FAILED, None)
+    assert _reload(row).status == "failed"
+    assert _reload(row).last_error == "gave up after 2 attempts; last: down"
+    assert stale.record(Outcome(Kind.SENT, 200)) is None  # its lease is gone: no record
+    assert stale.release(1.0) is False
+    track("n")
+    [row] = delivery.claim()
+    assert row.release(60.0, "not sent: paused") is True
+    row = _reload(row)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 0, "not sent: paused")
+    assert row.next_attempt_at > timezone.now() + timedelta(seconds=50)
 
 
 def test_purge_deletes_old_sent_rows_only():
