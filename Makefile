@@ -41,6 +41,8 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python delivery.py efficiency --events 3000 --workers 4
 	cd bench && ../$(BIN)/python delivery.py capacity --events 3000 --workers 2 --receivers 2
 	cd bench && ../$(BIN)/python delivery.py lag --rate 50 --seconds 20 --workers 2
+	cd bench && ../$(BIN)/python delivery.py wan --events 1500 --workers 2 --rtt 0.04 --jitter 0.01 --clock-offset -0.3
+	cd bench && ../$(BIN)/python delivery.py recovery --events 3000 --outage 120 --workers 2
 	cd bench && ../$(BIN)/python receiver_throughput.py
 	cd bench && ../$(BIN)/python middleware_overhead.py --rounds 40
 	cd bench && ../$(BIN)/python outbox_size.py --rounds 9
