@@ -56,6 +56,12 @@ _DELIVERY_TASK: dict[str, Any] = {
 }
 
 
+def _may_drain(task: Any) -> bool:
+    """Whether the running task may go on to other due rows: not when it runs eagerly (Celery's
+    eager mode, ``apply()``), on the thread that committed, where only its own rows belong."""
+    return not getattr(task.request, "is_eager", False)
+
+
 def enqueue(event_id: int, countdown: float | None = None) -> bool:
     """Ask a worker to deliver ``event_id``; never raises (the sweeper covers a lost message)."""
     return dispatch.apply_task(deliver_event, (event_id,), countdown)
@@ -74,7 +80,7 @@ def send_chunk(event_ids: list[int], countdown: float | None, using: str | None)
 def deliver_event(event_id: int) -> str:
     """Deliver one outbox row, if it is due and no other worker holds it (and then, if more
     rows are due, those: ``deliver_many``'s ``drain``)."""
-    results = delivery.deliver_many([event_id], drain=True)
+    results = delivery.deliver_many([event_id], drain=_may_drain(deliver_event))
     requeue(results)
     return next(result.outcome.value for result in results if result.event_id == event_id)
 
@@ -84,7 +90,7 @@ def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, 
     """Deliver the given outbox rows (those due and free), longest due first, claimed at once,
     from the database ``using`` (default: the router's for ``OutboxEvent``); then, if more rows
     are due there, those (``deliver_many``'s ``drain``)."""
-    results = delivery.deliver_many(list(event_ids), using=using, drain=True)
+    results = delivery.deliver_many(list(event_ids), using=using, drain=_may_drain(deliver_events))
     requeue(results, using)
     return delivery.count_outcomes(results)
 

@@ -37,13 +37,23 @@ def deliver_events(event_ids: list[int], using: str | None = None) -> dict[str, 
     from .dispatch import publish, requeue
 
     try:
-        results = delivery.deliver_many([int(pk) for pk in event_ids], using=using, drain=True)
+        results = delivery.deliver_many(
+            [int(pk) for pk in event_ids], using=using, drain=not _runs_inline()
+        )
     except (OperationalError, InterfaceError):
         logger.warning("supalytics: delivery task failed; enqueued again", exc_info=True)
         publish(list(event_ids), countdown=TRANSIENT_RETRY_DELAY, using=using)
         return {"retried": len(event_ids)}
     requeue(results, using)
     return delivery.count_outcomes(results)
+
+
+def _runs_inline() -> bool:
+    """Whether the backend runs tasks as they are enqueued (``ImmediateBackend``): then a task
+    runs on the committing thread, and only its own rows belong there."""
+    # By name: the class lives in django.tasks on 6.x and in the django_tasks backport.
+    backend = type(deliver_events.get_backend())
+    return any(cls.__name__ == "ImmediateBackend" for cls in backend.__mro__)
 
 
 def send_chunk(event_ids: list[int], countdown: float | None, using: str | None) -> bool:

@@ -10,6 +10,7 @@ from django.db import transaction
 from django_supalytics import track
 from django_supalytics.dispatch import publisher
 from django_supalytics.models import OutboxEvent
+from tests.httpserver import Answer
 from tests.processes import ChildProcess, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,6 +49,34 @@ def test_django_tasks_delivers_on_commit_with_the_immediate_backend(
     assert OutboxEvent.objects.get(pk=event.pk).status == "sent"
     assert not published.called  # Celery was never asked
     assert [r.headers["Idempotency-Key"] for r in endpoint.requests] == [str(event.uuid)]
+
+
+def test_a_task_run_inline_sends_only_its_own_rows(backend, endpoint, settings):
+    """On the committing thread (Celery's eager apply(), Django's ImmediateBackend) a task does
+    not drain other due rows: the request would wait for them."""
+    from django_supalytics import tasks
+    from django_supalytics.delivery import DRAIN_POLL
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ENABLED": False}
+    waiting = [track(f"waiting{i}") for i in range(3)]  # due, and not sent (delivery is off)
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "ENABLED": True}
+    endpoint.script(*[Answer(200, delay=5 * DRAIN_POLL) for _ in range(5)])
+    mine = track("mine")
+    tasks.deliver_events.apply(args=([mine.pk],))
+    assert len(endpoint.requests) == 1
+    framework = "django.tasks" if find_spec("django.tasks") else "django_tasks"
+    settings.TASKS = {"default": {"BACKEND": f"{framework}.backends.immediate.ImmediateBackend"}}
+    backend("django_tasks")
+    with transaction.atomic():
+        track("mine_too")
+    assert len(endpoint.requests) == 2
+    assert {OutboxEvent.objects.get(pk=e.pk).status for e in waiting} == {"pending"}
+    # Run by a worker (here: called directly), the same task drains them.
+    backend("celery")
+    last = track("last")
+    tasks.deliver_events([last.pk])
+    assert {OutboxEvent.objects.get(pk=e.pk).status for e in waiting} == {"sent"}
+    assert len(endpoint.requests) == 2 + 1 + 3
 
 
 def test_django_tasks_rolled_back_enqueues_nothing(backend, endpoint):
