@@ -146,6 +146,13 @@ class _Retry:
     give_up: float
     generation: int
 
+    @classmethod
+    def after_first_try(
+        cls, ids: list[int], using: str | None, due: float, generation: int
+    ) -> _Retry:
+        now = time.monotonic()
+        return cls(ids, using, due, now + 1.0, 1, now + conf.SWEEP_GRACE, generation)
+
 
 class Publisher:
     """A daemon thread that publishes what committed transactions hand it, and tries again
@@ -177,8 +184,7 @@ class Publisher:
 
     def retry(self, ids: list[int], using: str | None, due: float) -> None:
         """Publish ``ids`` again soon, with a countdown to ``due`` (``time.monotonic()``)."""
-        now = time.monotonic()
-        job = _Retry(ids, using, due, now + 1.0, 1, now + conf.SWEEP_GRACE, self._generation)
+        job = _Retry.after_first_try(ids, using, due, self._generation)
         with self._lock:
             self._ensure_thread()
         self._queue.put(job)
@@ -233,8 +239,7 @@ class Publisher:
                     failed = _publish(ids, None, using)
                     now = time.monotonic()
                     self._retries += [
-                        _Retry(chunk, using, now, now + 1.0, 1, now + conf.SWEEP_GRACE, generation)
-                        for chunk in failed
+                        _Retry.after_first_try(chunk, using, now, generation) for chunk in failed
                     ]
             finally:
                 with self._idle:
