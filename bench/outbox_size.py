@@ -4,16 +4,19 @@
 
 PostgreSQL only. The retained history (``sent`` rows, 1 to 8 days old) is filled by one
 ``INSERT ... SELECT generate_series`` statement per size, with the indexes dropped and built
-again after it, then ``VACUUM ANALYZE``; the live part
-is the same at every size: 1,000 due ``pending`` rows, 200 not yet due, 50 ``sending`` under a
-live lease, 20 under an expired one, 100 ``failed``, and 10,000 rows sent in the last 24 hours
-(a site's recent figures grow with its rate, not with its retention). Each query is timed
-(median of ``--rounds``) at every size and printed with its ratio to the empty history:
+again after it, then ``VACUUM ANALYZE``; the live part is the same at every size: 1,000 due
+``pending`` rows in the live lane and 1,000 in the bulk lane (a backfill), 200 not yet due, 50
+``sending`` under a live lease, 20 under an expired one, 100 ``failed``, and 10,000 rows sent
+in the last 24 hours (a site's recent figures grow with its rate, not with its retention).
+Each query is timed (median of ``--rounds``) at every size and printed with its ratio to the
+empty history:
 
-- claim: ``delivery.claim(limit=50)``, rolled back;
+- claim: ``OutboxEvent.objects.claim(50)`` with both lanes due, rolled back;
 - sweep: the ``sweep_outbox`` task with publishing mocked away, rolled back;
 - status: ``manage.py supalytics_status --json``;
 - admin: the outbox changelist page, fetched by a logged-in superuser through the test client;
+- health: ``GET /supalytics/health/`` through the test client (the probe's two queries);
+- metrics: ``GET /supalytics/metrics/`` as a logged-in superuser (a Prometheus scrape);
 - insert: 100 ``pending`` rows in one transaction (what every index costs a write).
 
 Then the write cost of the index set against the one before migration 0002, side by side in
@@ -45,7 +48,7 @@ from django_supalytics.models import OutboxEvent
 TABLE = OutboxEvent._meta.db_table
 COLUMNS = (
     "uuid, name, visitor_id, metadata, status, attempts, next_attempt_at, lease_owner, "
-    "lease_expires_at, last_status_code, last_error, created_at, sent_at, failed_at"
+    "lease_expires_at, last_status_code, last_error, created_at, sent_at, failed_at, priority"
 )
 
 
@@ -63,6 +66,7 @@ def fill(count: int, *, status: str, start: str, span: str, **extra: str) -> Non
         "created_at": "t",
         "sent_at": "t + interval '1 second'",
         "failed_at": "NULL",
+        "priority": "0",
         **extra,
     }
     select = ", ".join(
@@ -87,6 +91,14 @@ def fill(count: int, *, status: str, start: str, span: str, **extra: str) -> Non
 def fill_live() -> None:
     fill(10_000, status="sent", start="24 hours", span="23 hours")
     fill(1_000, status="pending", start="10 minutes", span="9 minutes", sent_at="NULL")
+    fill(
+        1_000,
+        status="pending",
+        start="30 minutes",
+        span="29 minutes",
+        sent_at="NULL",
+        priority="1",
+    )
     fill(
         200,
         status="pending",
@@ -197,8 +209,9 @@ def write_cost(rounds: int) -> dict[str, float]:
             cursor.execute(statement.format(t=tables["old"]))
     insert = (
         "INSERT INTO {t} (uuid, name, visitor_id, metadata, status, attempts, next_attempt_at, "
-        "last_error, created_at) VALUES (gen_random_uuid(), 'signup', md5(random()::text), "
-        """'{{"plan": "pro"}}', 'pending', 0, now(), '', now()) RETURNING id"""
+        "last_error, created_at, priority) VALUES (gen_random_uuid(), 'signup', "
+        """md5(random()::text), '{{"plan": "pro"}}', 'pending', 0, now(), '', now(), 0) """
+        "RETURNING id"
     )
 
     def writes(table: str) -> Callable[[], None]:
@@ -271,7 +284,7 @@ def main() -> None:
 
     from django.contrib.auth import get_user_model
 
-    from django_supalytics import delivery, tasks
+    from django_supalytics import tasks
 
     with throwaway_database():
         assert connection.vendor == "postgresql", "this benchmark needs PostgreSQL"
@@ -290,17 +303,30 @@ def main() -> None:
             response = client.get(url)
             assert response.status_code == 200, response.status_code
 
+        anonymous = Client()
+
+        def health() -> None:
+            # 503 here: the fixed live part has expired leases 50 minutes old.
+            response = anonymous.get("/supalytics/health/")
+            assert response.status_code in (200, 503), response.status_code
+
+        def scrape() -> None:
+            response = client.get("/supalytics/metrics/")
+            assert response.status_code == 200, response.status_code
+
         def sweep() -> None:
             with mock.patch("django_supalytics.tasks.publish", return_value=True):
                 tasks.sweep_outbox()
 
         queries: dict[str, Callable[[], object]] = {
-            "claim 50": rolled_back(lambda: delivery.claim(limit=50)),
+            "claim 50": rolled_back(lambda: OutboxEvent.objects.claim(50)),
             "sweep": rolled_back(sweep),
             "supalytics_status": lambda: call_command(
                 "supalytics_status", "--json", stdout=StringIO()
             ),
             "admin changelist": changelist,
+            "health": health,
+            "metrics scrape": scrape,
             "insert 100 rows": insert_100,
         }
         fill_live()

@@ -12,7 +12,8 @@ from .exceptions import InvalidEvent
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .identity import forget_visitor, get_visitor_id, link_visitor
+    from .forgetting import forget_visitor, suppress_visitor, unsuppress_visitor
+    from .identity import get_visitor_id, link_visitor
     from .tracking import atrack, track
 
 __all__ = [
@@ -22,15 +23,19 @@ __all__ = [
     "forget_visitor",
     "get_visitor_id",
     "link_visitor",
+    "suppress_visitor",
     "track",
+    "unsuppress_visitor",
 ]
 
 _LAZY = {
     "track": "tracking",
     "atrack": "tracking",
     "get_visitor_id": "identity",
-    "forget_visitor": "identity",
+    "forget_visitor": "forgetting",
     "link_visitor": "identity",
+    "suppress_visitor": "forgetting",
+    "unsuppress_visitor": "forgetting",
 }
 
 

@@ -10,3 +10,9 @@ class SupalyticsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, handlers  # noqa: F401  (registers checks and signal handlers)
+
+        try:  # the [prometheus] extra: our metrics in its default registry, read at scrape time
+            from .prometheus import register
+        except ImportError:
+            return
+        register()

@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import json
-import math
-import random
-import threading
+import re
 import time
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, replace
 from enum import Enum
+from http import HTTPStatus
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3
+from django.views.decorators.debug import sensitive_variables
 
 from . import __version__
-from .conf import conf
+from .conf import CONNECT_TIMEOUT_MAX, conf
+from .transport import deadline_watch, get_session
+from .validation import MetadataEncoder
+from .waits import RATE_LIMIT_WAIT_MAX, parse_ratelimit_reset, rate_limit_wait, server_clock
 
 USER_AGENT = f"django-supalytics/{__version__}"
 ERROR_TEXT_MAX = 500
-#: When a 429 names no wait, or a shorter one than this, wait this long.
-RATE_LIMIT_WAIT_FLOOR = 1.0
+#: How long a 3xx (a misconfigured ENDPOINT) holds the row and pauses every sender.
+MISCONFIGURED_WAIT = 60.0
+#: The most of an answer's body that is read; a longer one is cut and its connection dropped.
+MAX_ANSWER_BYTES = 64 * 1024
+#: The most of a redirect's ``Location`` quoted in an error, so the advice after it survives.
+LOCATION_TEXT_MAX = 200
+#: The most of a 401/403/404 body's JSON ``error`` quoted after the advice (never the page).
+EXCERPT_MAX = 100
+#: What a 401, 403 or 404 means, and the setting to check: stored instead of the body.
+SETTING_ERRORS = {
+    401: "the API refused the key: SUPALYTICS['API_KEY'] is wrong; check it",
+    403: "the API refused the key: SUPALYTICS['API_KEY'] is wrong (or may not send events); "
+    "check it",
+    404: "no events API at this address: SUPALYTICS['ENDPOINT'] is wrong; check it "
+    "(the API's is https://api.supalytics.co/v1/events)",
+}
 
 
 class Kind(str, Enum):
@@ -38,7 +54,8 @@ class Kind(str, Enum):
     RETRY = "retry"  # a transient failure: the row backs off
     RATE_LIMITED = "rate_limited"  # a 429: every worker pauses, no attempt spent
     FAILED = "failed"  # a permanent refusal, or the last attempt
-    DEFERRED = "deferred"  # no request made: a pause, the outage circuit, delivery off
+    # No request made (a pause, the outage circuit, delivery off), or a 3xx: a misconfiguration
+    DEFERRED = "deferred"
     SKIPPED = "skipped"  # not this worker's to send: sent already, or another holds it
 
     def __hash__(self) -> int:
@@ -59,14 +76,19 @@ class Outcome:
     status_code: int | None = None
     error: str = ""
     #: For RATE_LIMITED: seconds to wait. For SENT: seconds until the window resets when the
-    #: answer said none remain in it (so every worker pauses), else None.
+    #: answer said none remain in it (so every worker pauses), else None. For DEFERRED (a
+    #: redirect): seconds the row waits, without spending an attempt, and every sender pauses.
     wait: float | None = None
+    #: How long the request took, from connect to the last byte (None: none was made).
+    seconds: float | None = None
 
 
 def classify(status_code: int) -> Kind:
     """The retry class of an HTTP status (``api-contract.md``, "Retry classes")."""
     if 200 <= status_code < 300:
         return Kind.SENT
+    if 300 <= status_code < 400:
+        return Kind.DEFERRED  # never followed: the ENDPOINT setting is wrong
     if status_code == 429:
         return Kind.RATE_LIMITED
     if status_code == 408 or (status_code >= 500 and status_code not in (501, 505)):
@@ -74,135 +96,42 @@ def classify(status_code: int) -> Kind:
     return Kind.FAILED
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from ``Retry-After``: delta seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def parse_ratelimit_reset(value: str | None, now: float) -> float | None:
-    """Seconds to wait from ``X-RateLimit-Reset``.
-
-    An epoch in seconds, or in milliseconds when over 10**12; under 10**9 it is taken as a
-    number of seconds to wait.
-    """
-    if not value:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    if number != number or number < 0:
-        return None
-    if number >= 1e12:
-        return max(0.0, number / 1000.0 - now)
-    if number >= 1e9:
-        return max(0.0, number - now)
-    return number
-
-
-class ServerClock:
-    """The API's clock, as its ``X-RateLimit-Reset`` answers tell it.
-
-    Each answer names the end of the one-second window its request was counted in, in whole
-    seconds of the server's clock, so the server's time at that moment was within the second
-    before. The request was counted between our send and our receipt; so every answer bounds
-    the offset (server minus ours), and many answers pin it to about a round trip. A pause "until
-    the reset" is then measured on the server's clock, not ours: a clock an hour or 0.3 s off
-    neither stalls delivery nor ends a pause before the server's window does. Answers that do
-    not fit the bounds so far (the server's clock was set) start them again.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._low = -math.inf
-        self._high = math.inf
-
-    def observe(self, reset: str | None, sent: float, received: float) -> None:
-        """Learn from one answer's ``X-RateLimit-Reset`` (only whole Unix seconds say when)."""
-        try:
-            end = float((reset or "").strip())
-        except ValueError:
-            return
-        if not (1e9 <= end < 1e12) or end != math.floor(end):
-            return
-        low, high = end - 1.0 - received, end - sent
-        with self._lock:
-            if low > self._high or high < self._low:
-                self._low, self._high = low, high
-            else:
-                self._low, self._high = max(self._low, low), min(self._high, high)
-
-    def offset(self) -> float:
-        """Seconds the server's clock is ahead of ours (negative: behind); 0 until known."""
-        with self._lock:
-            if math.isinf(self._low) or math.isinf(self._high):
-                return 0.0
-            return (self._low + self._high) / 2
-
-
-_server_clocks: dict[str, ServerClock] = {}
-
-
-def server_clock(endpoint: str) -> ServerClock:
-    """The clock of the API at ``endpoint``, as learned in this process."""
-    return _server_clocks.setdefault(endpoint, ServerClock())
-
-
-def rate_limit_wait(headers: Any, now: float, cap: float) -> float:
-    """How long a 429 asks every sender to wait: at least the floor, at most ``cap``."""
-    waits = [
-        w
-        for w in (
-            parse_retry_after(headers.get("Retry-After"), now),
-            parse_ratelimit_reset(headers.get("X-RateLimit-Reset"), now),
-        )
-        if w is not None
-    ]
-    wait = max(waits) if waits else RATE_LIMIT_WAIT_FLOOR
-    return min(max(wait, RATE_LIMIT_WAIT_FLOOR), cap)
-
-
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """Capped exponential backoff with full jitter for the ``attempt``-th retry (1-based)."""
-    exp = min(cap, base * 2 ** max(0, attempt - 1))
-    return random.uniform(0, exp)
-
-
-def error_text(response: requests.Response) -> str:
-    """The error an answer carries, read tolerantly, at most 500 characters."""
-    text = response.text or ""
+def _json_error(text: str) -> tuple[Any, Any]:
+    """The JSON body's ``error`` (a string, or an object's "code: message") and ``message``."""
     try:
         data = json.loads(text)
     except ValueError:
-        data = None
-    message: Any = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict):
-            code, msg = error.get("code"), error.get("message")
-            message = f"{code}: {msg}" if code and msg else (msg or code)
-        elif isinstance(error, str):
-            message = error
-        if not message:
-            message = data.get("message")
-    if not message:
-        message = text or response.reason or ""
-    return str(message)[:ERROR_TEXT_MAX]
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    error, message = data.get("error"), None
+    if isinstance(error, dict):
+        code, msg = error.get("code"), error.get("message")
+        message = f"{code}: {msg}" if code and msg else (msg or code)
+    elif isinstance(error, str):
+        message = error
+    return message, data.get("message")
 
 
+def error_text(text: str, reason: str = "") -> str:
+    """The error an answer's body carries, read tolerantly. Neither scrubbed nor cut yet:
+    ``scrub`` does both, after it, so no cut can leave part of the key in place."""
+    error, message = _json_error(text)
+    return str(error or message or text or reason)
+
+
+@sensitive_variables("api_key")
+def setting_error(status_code: int, text: str, api_key: str) -> str:
+    """A 401, 403 or 404, as a short error naming the setting to check: never the body, at
+    most ``EXCERPT_MAX`` characters of its JSON ``error`` field, scrubbed before it is cut."""
+    error, _ = _json_error(text)
+    excerpt = scrub(str(error), api_key)[:EXCERPT_MAX].strip() if error else ""
+    said = f" (the API said: {excerpt})" if excerpt else ""
+    phrase = HTTPStatus(status_code).phrase
+    return f"{status_code} {phrase}: {SETTING_ERRORS[status_code]}{said}"
+
+
+@sensitive_variables("api_key")
 def api_key_problem(api_key: object) -> str | None:
     """Why ``api_key`` cannot go into an ``Authorization`` header, or None. Never quotes it.
 
@@ -223,28 +152,74 @@ def api_key_problem(api_key: object) -> str | None:
     return None
 
 
-def _scrub(text: str, api_key: str) -> str:
-    # Belt and braces: whatever a library put in its message, the key is not kept.
-    return text.replace(api_key, "[API key]") if len(api_key) >= 4 else text
+# Terminal escape sequences (CSI, OSC, and ESC with one character), then any other C0, DEL or
+# C1 control character, and the invisible ones that reorder or hide text (bidirectional
+# overrides, zero-width characters): removed. Line breaks and tabs become spaces first.
+_ESCAPES_RE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|[\x00-\x1f\x7f-\x9f]"
+    r"|[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+_BREAKS_RE = re.compile(r"[\r\n\t\u2028\u2029]")
+_BEARER_RE = re.compile(r"\bbearer\s+[A-Za-z0-9._~+/-]+=*", re.IGNORECASE)
 
 
-_local = threading.local()
+@sensitive_variables("api_key")
+def scrub(text: str, api_key: str) -> str:
+    """``text`` made safe to store, log and show: the key replaced by ``[API key]``, any bearer
+    token by ``Bearer [redacted]``, line breaks and tabs turned into spaces, every other
+    control character (and terminal escape sequence) removed; at most 500 characters."""
+    text = _ESCAPES_RE.sub("", _BREAKS_RE.sub(" ", text))
+    if len(api_key) >= 4:  # a shorter "key" would blank out ordinary text
+        text = text.replace(api_key, "[API key]")
+    return _BEARER_RE.sub("Bearer [redacted]", text)[:ERROR_TEXT_MAX]
 
 
-def get_session() -> requests.Session:
-    """A keep-alive session per thread (``requests.Session`` is not thread-safe)."""
-    session: requests.Session | None = getattr(_local, "session", None)
-    if session is None:
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _local.session = session
-    return session
+def request_deadline() -> float:
+    """Seconds one request may take at most, from connect to the answer's last byte
+    (``REQUEST_TIMEOUT``; the watchdog's cut lands a fraction of a second after it)."""
+    return conf.REQUEST_TIMEOUT
 
 
+def _read_body(response: requests.Response) -> bytes:
+    """At most ``MAX_ANSWER_BYTES`` of the body. A longer body is cut; closing the response
+    then drops its connection (a fully read one is back in the pool already)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_ANSWER_BYTES:
+        chunk = response.raw.read(MAX_ANSWER_BYTES + 1 - size, decode_content=False)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:MAX_ANSWER_BYTES]
+
+
+@sensitive_variables("api_key")
+def _redirect_error(response: requests.Response, api_key: str) -> str:
+    location = response.headers.get("Location")
+    where = (
+        f"redirect to {scrub(location, api_key)[:LOCATION_TEXT_MAX]}"
+        if location
+        else "a redirect without a Location"
+    )
+    return (
+        f"the API answered {response.status_code} ({where}): SUPALYTICS['ENDPOINT'] is wrong; "
+        "set it to the address the API names"
+    )
+
+
+@sensitive_variables("api_key", "headers")
 def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcome:
-    """POST one event; never raises, and never puts the key in the outcome's error text."""
+    """POST one event. Never raises, never follows a redirect, never takes much longer than
+    ``request_deadline()``, reads at most ``MAX_ANSWER_BYTES`` of the answer, and scrubs the
+    outcome's error text (``scrub``)."""
+    began = time.monotonic()
+    outcome = replace(_post(payload, idempotency_key, api_key), seconds=time.monotonic() - began)
+    return replace(outcome, error=scrub(outcome.error, api_key)) if outcome.error else outcome
+
+
+@sensitive_variables("api_key", "headers")
+def _post(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcome:
     problem = api_key_problem(api_key)
     if problem:
         return Outcome(Kind.RETRY, None, f"not sent: {problem}")
@@ -253,24 +228,37 @@ def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> O
         "Content-Type": "application/json",
         "Idempotency-Key": idempotency_key,
         "User-Agent": USER_AGENT,
+        "Accept-Encoding": "identity",  # the body is read raw, so bounded as it arrives
     }
     endpoint = conf.ENDPOINT
+    deadline = request_deadline()
+    connect = min(CONNECT_TIMEOUT_MAX, deadline)
+    late = Outcome(Kind.RETRY, None, f"timeout: no complete answer within {deadline:g} s")
     sent = time.time()
-    try:
-        response = get_session().post(
-            endpoint,
-            data=json.dumps(payload, separators=(",", ":")).encode(),
-            headers=headers,
-            timeout=(conf.CONNECT_TIMEOUT, conf.READ_TIMEOUT),
-        )
-    except requests.Timeout as exc:
-        return Outcome(Kind.RETRY, None, f"timeout: {type(exc).__name__}")
-    except requests.RequestException as exc:
-        text = _scrub(f"{type(exc).__name__}: {exc}", api_key)
-        return Outcome(Kind.RETRY, None, text[:ERROR_TEXT_MAX])
-    except Exception as exc:  # an encoding error, a bug in an adapter: never out of a worker
-        text = _scrub(f"{type(exc).__name__}: {exc}", api_key)
-        return Outcome(Kind.RETRY, None, text[:ERROR_TEXT_MAX])
+    with deadline_watch(deadline) as watch:
+        try:
+            response = get_session().post(
+                endpoint,
+                data=json.dumps(payload, separators=(",", ":"), cls=MetadataEncoder).encode(),
+                headers=headers,
+                timeout=(connect, deadline),
+                allow_redirects=False,
+                stream=True,
+            )
+            try:
+                body = _read_body(response)
+            finally:
+                response.close()
+        except requests.ConnectTimeout:
+            return Outcome(Kind.RETRY, None, f"timeout: no connection within {connect:g} s")
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            return late
+        except Exception as exc:  # a refused connection, a bug in an adapter: never raised
+            if watch.fired:
+                return late
+            return Outcome(Kind.RETRY, None, f"{type(exc).__name__}: {exc}")
+    if watch.fired:  # cut off: what arrived is not the whole answer
+        return late
     received = time.time()
     clock = server_clock(endpoint)
     clock.observe(response.headers.get("X-RateLimit-Reset"), sent, received)
@@ -281,9 +269,18 @@ def post_event(payload: dict[str, Any], idempotency_key: str, api_key: str) -> O
         if response.headers.get("X-RateLimit-Remaining", "").strip() == "0":
             reset = parse_ratelimit_reset(response.headers.get("X-RateLimit-Reset"), now)
             # On the server's clock, and capped like a 429's wait whatever the header said.
-            wait = None if reset is None else min(reset, conf.RATE_LIMIT_WAIT_MAX)
+            wait = None if reset is None else min(reset, RATE_LIMIT_WAIT_MAX)
         return Outcome(kind, response.status_code, "", wait)
+    if kind is Kind.DEFERRED:
+        error = _redirect_error(response, api_key)
+        return Outcome(kind, response.status_code, error, MISCONFIGURED_WAIT)
+    text = body.decode(response.encoding or "utf-8", errors="replace")
+    if response.status_code in SETTING_ERRORS:
+        return Outcome(
+            kind, response.status_code, setting_error(response.status_code, text, api_key)
+        )
+    error = error_text(text, response.reason or "")
     if kind is Kind.RATE_LIMITED:
-        wait = rate_limit_wait(response.headers, now, conf.RATE_LIMIT_WAIT_MAX)
-        return Outcome(kind, response.status_code, error_text(response), wait)
-    return Outcome(kind, response.status_code, error_text(response))
+        wait = rate_limit_wait(response.headers, now, RATE_LIMIT_WAIT_MAX)
+        return Outcome(kind, response.status_code, error, wait)
+    return Outcome(kind, response.status_code, error)

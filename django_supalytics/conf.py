@@ -12,6 +12,9 @@ from typing import Any
 from django.conf import settings
 
 DEFAULT_ENDPOINT = "https://api.supalytics.co/v1/events"
+#: The connect part of ``REQUEST_TIMEOUT`` at most: a little over 3 s, TCP's first SYN
+#: retransmission, so one lost SYN is retried.
+CONNECT_TIMEOUT_MAX = 3.05
 
 DEFAULTS: dict[str, Any] = {
     "API_KEY": None,
@@ -19,15 +22,11 @@ DEFAULTS: dict[str, Any] = {
     "ENABLED": True,
     "RATE_LIMIT": 98,
     "CACHE_ALIAS": "default",
-    "CONNECT_TIMEOUT": 3.05,
-    "READ_TIMEOUT": 10.0,
+    "REQUEST_TIMEOUT": 10.0,
     "MAX_ATTEMPTS": 16,
     "BACKOFF_BASE": 2.0,
     "BACKOFF_MAX": 900.0,
-    "RATE_LIMIT_WAIT_MAX": 60.0,
-    "OUTAGE_THRESHOLD": 5,
-    "OUTAGE_PROBE_BASE": 1.0,
-    "OUTAGE_PROBE_MAX": 60.0,
+    "OUTAGE_PROBE_MAX": 2.0,
     "MAX_COUNTDOWN": 30.0,
     "LEASE_SECONDS": 60.0,
     "SWEEP_GRACE": 60.0,
@@ -36,7 +35,6 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS": 7,
     "FAILED_RETENTION_DAYS": 30,
     "OUTBOX_DATABASES": (),
-    "PURGE_BATCH_SIZE": 1000,
     "TASK_QUEUE": None,
     "ENQUEUE": "background",
     "DELIVERY_BACKEND": "celery",
@@ -45,6 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "SOURCE_ORDER": ("header", "cookie"),
     "USER_FIELD": None,
     "ATTRIBUTION": "first",
+    "MAX_AGE": {},
+    "HEALTH_MAX_LAG": 300.0,
+    "METRICS_TOKEN": None,
+    "SUPPRESSION": "off",
+    "HONOR_GPC": False,
 }
 
 
@@ -88,12 +91,9 @@ class Settings:
         return str(self._get("CACHE_ALIAS"))
 
     @property
-    def CONNECT_TIMEOUT(self) -> float:
-        return float(self._get("CONNECT_TIMEOUT"))
-
-    @property
-    def READ_TIMEOUT(self) -> float:
-        return float(self._get("READ_TIMEOUT"))
+    def REQUEST_TIMEOUT(self) -> float:
+        """The most one request may take, from connect to the last byte of the answer."""
+        return float(self._get("REQUEST_TIMEOUT"))
 
     @property
     def MAX_ATTEMPTS(self) -> int:
@@ -106,18 +106,6 @@ class Settings:
     @property
     def BACKOFF_MAX(self) -> float:
         return float(self._get("BACKOFF_MAX"))
-
-    @property
-    def RATE_LIMIT_WAIT_MAX(self) -> float:
-        return float(self._get("RATE_LIMIT_WAIT_MAX"))
-
-    @property
-    def OUTAGE_THRESHOLD(self) -> int:
-        return int(self._get("OUTAGE_THRESHOLD"))
-
-    @property
-    def OUTAGE_PROBE_BASE(self) -> float:
-        return float(self._get("OUTAGE_PROBE_BASE"))
 
     @property
     def OUTAGE_PROBE_MAX(self) -> float:
@@ -157,10 +145,6 @@ class Settings:
         return tuple(self._get("OUTBOX_DATABASES"))
 
     @property
-    def PURGE_BATCH_SIZE(self) -> int:
-        return int(self._get("PURGE_BATCH_SIZE"))
-
-    @property
     def TASK_QUEUE(self) -> str | None:
         queue = self._get("TASK_QUEUE")
         return None if queue is None else str(queue)
@@ -193,6 +177,32 @@ class Settings:
     @property
     def ATTRIBUTION(self) -> str:
         return str(self._get("ATTRIBUTION"))
+
+    @property
+    def MAX_AGE(self) -> dict[str, float]:
+        """``{event name: seconds}``: rows older than that when their turn comes expire."""
+        return {str(name): float(age) for name, age in dict(self._get("MAX_AGE")).items()}
+
+    @property
+    def HEALTH_MAX_LAG(self) -> float:
+        return float(self._get("HEALTH_MAX_LAG"))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        """The bearer token a scraper sends to ``metrics/`` (None: staff only)."""
+        token = self._get("METRICS_TOKEN")
+        return token.strip() or None if isinstance(token, str) else None
+
+    @property
+    def SUPPRESSION(self) -> str:
+        """What ``track()`` does for a suppressed visitor: ``"anonymize"`` or ``"drop"``;
+        ``"off"`` (the default): no suppression, and ``track()`` looks nothing up."""
+        return str(self._get("SUPPRESSION"))
+
+    @property
+    def HONOR_GPC(self) -> bool:
+        """Treat a request with ``Sec-GPC: 1`` as from a suppressed visitor."""
+        return self._get("HONOR_GPC") is True
 
 
 conf = Settings()

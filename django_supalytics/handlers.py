@@ -9,7 +9,8 @@ from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
-from .identity import forget_user, link_request_visitor
+from .forgetting import forget_user
+from .identity import link_request_visitor
 
 
 @receiver(user_logged_in, dispatch_uid="django_supalytics.link_on_login")

@@ -3,46 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import models, router
 from django.db.models import Q
-from django.db.models.functions import Now
 from django.utils import timezone
 
-from .client import RATE_LIMIT_WAIT_FLOOR, Kind, Outcome, backoff
-from .validation import NAME_MAX_LENGTH, VISITOR_ID_MAX_LENGTH, visitor_id_validator
+from .client import Kind, Outcome
+from .queryset import DbNow, OutboxEventQuerySet, claimable_condition, db_now
+from .validation import (
+    NAME_MAX_LENGTH,
+    VISITOR_ID_MAX_LENGTH,
+    MetadataDecoder,
+    MetadataEncoder,
+    visitor_id_validator,
+)
+from .waits import RATE_LIMIT_WAIT_FLOOR, backoff
 
-if TYPE_CHECKING:
-    from django.db.models.expressions import Combinable
-
-
-class DbNow(Now):
-    """``Now()``, in UTC on MySQL/MariaDB too, to the microsecond on SQLite.
-
-    Django stores UTC there (with ``USE_TZ``) but does not set the session's time zone, and
-    MySQL's ``CURRENT_TIMESTAMP`` is in the session's time zone: ``UTC_TIMESTAMP`` is not.
-    """
-
-    def as_mysql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        template = "UTC_TIMESTAMP(6)" if settings.USE_TZ else "CURRENT_TIMESTAMP(6)"
-        return self.as_sql(compiler, connection, template=template, **extra_context)
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        # SQLite's clock has milliseconds; stored times have microseconds, compared as text.
-        # Now is the end of the current millisecond, so that a time stored during it is due.
-        template = "(STRFTIME('%%%%Y-%%%%m-%%%%d %%%%H:%%%%M:%%%%f', 'NOW') || '999')"
-        return self.as_sql(compiler, connection, template=template, **extra_context)
-
-
-def db_now(offset: float = 0.0) -> Combinable:
-    """The database's clock, ``offset`` seconds on: the one clock of due times and leases,
-    whatever the clocks of the web servers and workers say."""
-    if not offset:
-        return DbNow()
-    return DbNow() + timedelta(seconds=offset)
+__all__ = ["BackfillRecord", "OutboxEvent", "SuppressedVisitor", "VisitorIdentity"]
+__all__ += ["claimable_condition", "db_now"]
 
 
 def outbox_alias() -> str:
@@ -50,52 +30,14 @@ def outbox_alias() -> str:
     return router.db_for_write(OutboxEvent)
 
 
-class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
-    """The queries of delivery, the sweeper, the purge and the admin, each served by an index
-    of ``OutboxEvent.Meta.indexes`` (see docs/operations.md#indexes)."""
+def outbox_aliases() -> list[str]:
+    """Every database the outbox lives in: the router's for ``OutboxEvent``, then those of
+    ``SUPALYTICS["OUTBOX_DATABASES"]`` (where ``track(using=...)`` writes too)."""
+    from .conf import conf
 
-    def due(self, grace: float = 0.0) -> OutboxEventQuerySet:
-        """Pending rows due (by the database's clock) for at least ``grace`` seconds."""
-        return self.filter(status=OutboxEvent.Status.PENDING, next_attempt_at__lte=db_now(-grace))
-
-    def expired_leases(self) -> OutboxEventQuerySet:
-        """Rows left ``sending`` by a worker whose lease ran out."""
-        return self.filter(status=OutboxEvent.Status.SENDING, lease_expires_at__lt=db_now())
-
-    def claimable(self) -> OutboxEventQuerySet:
-        """Due pending rows and rows under an expired lease."""
-        return self.filter(claimable_condition())
-
-    def live(self) -> OutboxEventQuerySet:
-        """Rows not yet sent or failed (served by the partial indexes)."""
-        return self.filter(
-            Q(status=OutboxEvent.Status.PENDING) | Q(status=OutboxEvent.Status.SENDING)
-        )
-
-    def purgeable(
-        self, sent_older_than: timedelta | None, failed_older_than: timedelta | None = None
-    ) -> OutboxEventQuerySet:
-        """Sent rows sent before ``sent_older_than`` ago, and failed rows that failed before
-        ``failed_older_than`` ago (``None``: none of that status)."""
-        condition = Q(pk__in=[])
-        if sent_older_than is not None:
-            condition |= Q(
-                status=OutboxEvent.Status.SENT,
-                sent_at__lt=db_now(-sent_older_than.total_seconds()),
-            )
-        if failed_older_than is not None:
-            condition |= Q(
-                status=OutboxEvent.Status.FAILED,
-                failed_at__lt=db_now(-failed_older_than.total_seconds()),
-            )
-        return self.filter(condition)
-
-
-def claimable_condition() -> Q:
-    status = OutboxEvent.Status
-    return Q(status=status.PENDING, next_attempt_at__lte=db_now()) | Q(
-        status=status.SENDING, lease_expires_at__lt=db_now()
-    )
+    aliases = [outbox_alias()]
+    aliases.extend(alias for alias in conf.OUTBOX_DATABASES if alias not in aliases)
+    return aliases
 
 
 class OutboxEvent(models.Model):
@@ -106,6 +48,14 @@ class OutboxEvent(models.Model):
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
+        #: Older than its name's ``MAX_AGE`` when its turn came: never sent.
+        EXPIRED = "expired", "Expired"
+
+    class Priority(models.IntegerChoices):
+        """Live rows are always claimed before bulk ones (lower first)."""
+
+        LIVE = 0, "Live"
+        BULK = 1, "Bulk"
 
     uuid = models.UUIDField(
         default=uuid.uuid4,
@@ -115,7 +65,9 @@ class OutboxEvent(models.Model):
     )
     name = models.CharField(max_length=NAME_MAX_LENGTH)
     visitor_id = models.CharField(max_length=VISITOR_ID_MAX_LENGTH, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(
+        default=dict, blank=True, encoder=MetadataEncoder, decoder=MetadataDecoder
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -124,6 +76,12 @@ class OutboxEvent(models.Model):
         related_name="+",
     )
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    priority = models.PositiveSmallIntegerField(
+        choices=Priority.choices,
+        default=Priority.LIVE,
+        db_default=Priority.LIVE,  # rows inserted by raw SQL (a bulk load) are live
+        help_text="Live rows are claimed first; bulk rows (backfills, imports) get the rest.",
+    )
     attempts = models.PositiveIntegerField(
         default=0, help_text="Requests made; answers 429 are not counted."
     )
@@ -133,6 +91,13 @@ class OutboxEvent(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # NULL until an attempt fails: a row sent at the first try never writes one.
+    attempt_log = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The last unsuccessful attempts: when, answer, error, duration (newest last).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
@@ -149,8 +114,9 @@ class OutboxEvent(models.Model):
         # serves the same queries there. (PostgreSQL orders a partial index by its second
         # column, the first being constant.)
         indexes = [
+            # Claims read one lane at a time, each a range of this index.
             models.Index(
-                fields=["status", "next_attempt_at"],
+                fields=["status", "priority", "next_attempt_at"],
                 condition=Q(status="pending"),
                 name="supalytics_due_idx",
             ),
@@ -168,6 +134,11 @@ class OutboxEvent(models.Model):
             ),
             models.Index(
                 fields=["failed_at"], condition=Q(status="failed"), name="supalytics_failed_idx"
+            ),
+            models.Index(
+                fields=["status", "created_at"],
+                condition=Q(status="expired"),
+                name="supalytics_expired_idx",
             ),
             models.Index(fields=["created_at", "id"], name="supalytics_created_idx"),
             models.Index(fields=["name"], name="supalytics_name_idx"),
@@ -206,15 +177,22 @@ class OutboxEvent(models.Model):
         return bool(self._held().update(**fields))
 
     def record(self, outcome: Outcome) -> tuple[Kind, float | None] | None:
-        """Store the API's answer to a request for this leased row, as the retry classes say:
-        ``sent``; ``failed`` (a refusal, or the last attempt); back to ``pending`` after a
-        backoff (``retry``) or the 429's wait (``rate_limited``, no attempt spent). Returns the
-        kind and the seconds until the row is due again, or None if the lease was lost (the
-        new holder's record wins)."""
+        """Store the answer to a request for this leased row, in one UPDATE, as the retry
+        classes say: ``sent``; ``failed`` (a refusal, or the last attempt the row earned); back
+        to ``pending`` after a backoff (``retry``), or for the outcome's ``wait`` without
+        spending an attempt (``rate_limited``: a 429; ``deferred``: the API failing for
+        everyone, a redirect). Returns the kind and the seconds until the row is due again, or
+        None if the lease was lost (the new holder's record wins)."""
         from .conf import conf
 
-        attempts = self.attempts + (0 if outcome.kind is Kind.RATE_LIMITED else 1)
-        fields: dict[str, object] = {
+        kind = outcome.kind
+        spent = kind not in (Kind.RATE_LIMITED, Kind.DEFERRED)
+        fields: dict[str, object] = {}
+        if kind is not Kind.SENT:  # a success writes no history: the row's sent_at says it
+            history = [*(self.attempt_log or []), log_entry(outcome)]
+            fields["attempt_log"] = history[-ATTEMPT_LOG_MAX:]
+        attempts = self.attempts + int(spent)
+        fields |= {
             "attempts": attempts,
             "last_status_code": outcome.status_code,
             "last_error": outcome.error,
@@ -222,7 +200,6 @@ class OutboxEvent(models.Model):
             "lease_expires_at": None,
         }
         retry_in: float | None = None
-        kind = outcome.kind
         if kind is Kind.SENT:
             fields.update(status=self.Status.SENT, sent_at=db_now())
         elif kind is Kind.RETRY and attempts >= conf.MAX_ATTEMPTS:
@@ -232,10 +209,14 @@ class OutboxEvent(models.Model):
         elif kind is Kind.FAILED:
             fields.update(status=self.Status.FAILED, failed_at=db_now())
         else:
-            if kind is Kind.RATE_LIMITED:
-                retry_in = outcome.wait or RATE_LIMIT_WAIT_FLOOR
-            else:
+            if kind is Kind.RETRY:
                 retry_in = backoff(attempts, conf.BACKOFF_BASE, conf.BACKOFF_MAX)
+            else:
+                # A 429's wait, the API failing for everyone: the limiter or the circuit holds
+                # every sender back that long anyway; the row is due again within MAX_COUNTDOWN,
+                # so that a wake-up for it is never far off, and is held again if need be.
+                floor = RATE_LIMIT_WAIT_FLOOR if kind is Kind.RATE_LIMITED else 0.0
+                retry_in = min(max(outcome.wait or floor, floor), conf.MAX_COUNTDOWN)
             fields.update(status=self.Status.PENDING, next_attempt_at=db_now(retry_in))
         if not self._held().update(**fields):
             return None
@@ -243,6 +224,24 @@ class OutboxEvent(models.Model):
             if not hasattr(value, "resolve_expression"):
                 setattr(self, name, value)
         return kind, retry_in
+
+
+#: Unsuccessful attempts a row keeps in ``attempt_log``, the newest.
+ATTEMPT_LOG_MAX = 20
+#: Characters of an error an ``attempt_log`` entry keeps.
+ATTEMPT_ERROR_MAX = 200
+
+
+def log_entry(outcome: Outcome) -> dict[str, Any]:
+    """One ``attempt_log`` entry: when the answer came (the worker's clock), its kind, status
+    code, the start of its error, and the request's duration in milliseconds."""
+    return {
+        "at": timezone.now().isoformat(timespec="milliseconds"),
+        "kind": outcome.kind.value,
+        "status": outcome.status_code,
+        "error": outcome.error[:ATTEMPT_ERROR_MAX],
+        "ms": None if outcome.seconds is None else round(outcome.seconds * 1000),
+    }
 
 
 class VisitorIdentity(models.Model):
@@ -284,3 +283,16 @@ class BackfillRecord(models.Model):
 
     def __str__(self) -> str:
         return str(self.key)
+
+
+class SuppressedVisitor(models.Model):
+    """A visitor who objected (``suppress_visitor``): a keyed hash of the ID, never the ID."""
+
+    digest = models.CharField(max_length=64, unique=True, help_text="HMAC-SHA256 of the ID.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "suppressed visitor"
+
+    def __str__(self) -> str:
+        return self.digest[:12]

@@ -1,11 +1,13 @@
 """Outage detection shared by every worker that sends with one API key: a circuit breaker.
 
-Transient failures (5xx, 408, timeouts, refused connections) in a row, counted across every
-worker, open the circuit: nobody sends, and rows are handed back without spending an attempt.
-After ``OUTAGE_PROBE_BASE`` seconds one request (the *probe*) is let through; if it fails the
-circuit opens again for twice as long (up to ``OUTAGE_PROBE_MAX``), if it succeeds the circuit
-closes and sending resumes at the rate limit. Any answer that is not a transient failure (2xx,
-429, a 4xx) means the API is up and closes the circuit; an isolated failure only counts.
+``THRESHOLD`` transient failures (5xx, 408, timeouts, refused connections) in a row, counted
+across every worker, open the circuit: nobody sends, and rows are handed back without spending
+an attempt. After ``PROBE_BASE`` seconds one request (the *probe*) is let through; if it fails
+the circuit opens again for twice as long (up to ``OUTAGE_PROBE_MAX``), if it succeeds the
+circuit closes and sending resumes at the rate limit. Any answer that is not a transient
+failure (2xx, 429, a 4xx) means the API is up and closes the circuit; an isolated failure only
+counts. A failure that opened the circuit, one met while it was open, and a failed probe are
+the API's fault, not the row's: ``report`` says so, and the row spends no attempt.
 
 With a Redis cache the state is one hash in Redis, read and changed by Lua scripts on Redis'
 clock, so every process on every machine sees one circuit. Any other cache gets the same
@@ -21,6 +23,8 @@ from typing import Any, Protocol
 
 from django.core.cache import caches
 
+from . import state
+from .client import request_deadline
 from .conf import conf
 from .ratelimit import key_id, redis_for
 
@@ -46,6 +50,7 @@ if ok == 1 then
   return '0'
 end
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if probe == 0 and open_until > 0 then return tostring(math.max(open_until - now, 0.001)) end
 local interval = 0
 if probe == 1 then
   interval = math.min(tonumber(redis.call('HGET', KEYS[1], 'interval') or base) * 2, max)
@@ -58,6 +63,14 @@ if interval > 0 then
 end
 redis.call('EXPIRE', KEYS[1], math.ceil(max * 4 + 60))
 return tostring(interval)
+"""
+
+_OPEN_FOR = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until == 0 then return '-1' end
+return tostring(math.max(open_until - now, 0))
 """
 
 
@@ -78,14 +91,22 @@ class Circuit(Protocol):
     def admit(self) -> Admission: ...
 
     def report(self, ok: bool, probe: bool) -> float:
-        """Record an answer (``ok``: not a transient failure); the seconds the circuit opened
-        for, or 0."""
+        """Record an answer (``ok``: not a transient failure). Returns the seconds until the
+        circuit lets a request through again when this failure is part of an outage (it
+        opened the circuit, the circuit was open already, or it was a failed probe), else 0."""
         ...
 
 
+#: Transient failures in a row, across every worker, that make an outage.
+THRESHOLD = 3
+#: The first wait before a probe; it doubles with every failed probe, up to OUTAGE_PROBE_MAX.
+PROBE_BASE = 1.0
+
+
 def _settings() -> tuple[int, float, float, float]:
-    probe_timeout = conf.CONNECT_TIMEOUT + conf.READ_TIMEOUT + 1.0
-    return conf.OUTAGE_THRESHOLD, conf.OUTAGE_PROBE_BASE, conf.OUTAGE_PROBE_MAX, probe_timeout
+    probe_timeout = request_deadline() + 1.0
+    maximum = conf.OUTAGE_PROBE_MAX
+    return THRESHOLD, min(PROBE_BASE, maximum), maximum, probe_timeout
 
 
 class RedisCircuit:
@@ -113,47 +134,52 @@ class RedisCircuit:
 
 
 class LocalCircuit:
-    """The same state machine in this process only."""
+    """The same state machine in this process only (its state in ``state.current()``)."""
 
     _lock = threading.Lock()
-    _states: dict[str, dict[str, float]] = {}
 
     def __init__(self, key: str) -> None:
         self._key = key
 
     def admit(self) -> Admission:
         with self._lock:
-            state = self._states.get(self._key)
+            st = _local_states().get(self._key)
             now = time.monotonic()
-            if not state or not state.get("open_until"):
+            if not st or not st.get("open_until"):
                 return CLOSED
-            if state["open_until"] > now:
-                return Admission(False, delay=state["open_until"] - now)
-            if state.get("probe_until", 0.0) > now:
+            if st["open_until"] > now:
+                return Admission(False, delay=st["open_until"] - now)
+            if st.get("probe_until", 0.0) > now:
                 # The probe's answer is due soon: look again in a second at most.
-                return Admission(False, delay=min(state["probe_until"] - now, 1.0))
-            state["probe_until"] = now + _settings()[3]
+                return Admission(False, delay=min(st["probe_until"] - now, 1.0))
+            st["probe_until"] = now + _settings()[3]
             return Admission(True, probe=True)
 
     def report(self, ok: bool, probe: bool) -> float:
         threshold, base, maximum, _ = _settings()
         with self._lock:
             if ok:
-                self._states.pop(self._key, None)
+                _local_states().pop(self._key, None)
                 return 0.0
-            state = self._states.setdefault(self._key, {})
+            st = _local_states().setdefault(self._key, {})
+            now = time.monotonic()
+            if not probe and st.get("open_until"):
+                return max(st["open_until"] - now, 0.001)
             interval = 0.0
             if probe:
-                interval = min(state.get("interval", base) * 2, maximum)
-            elif not state.get("open_until"):
-                state["fails"] = state.get("fails", 0.0) + 1
-                if state["fails"] >= threshold:
+                interval = min(st.get("interval", base) * 2, maximum)
+            elif not st.get("open_until"):
+                st["fails"] = st.get("fails", 0.0) + 1
+                if st["fails"] >= threshold:
                     interval = base
             if interval:
-                now = time.monotonic()
-                state.update(open_until=now + interval, interval=interval, probe_until=0.0)
-                state["fails"] = 0.0
+                st.update(open_until=now + interval, interval=interval, probe_until=0.0)
+                st["fails"] = 0.0
             return interval
+
+
+def _local_states() -> dict[str, dict[str, float]]:
+    return state.current().circuits
 
 
 def get_circuit(api_key: str) -> Circuit:
@@ -163,3 +189,16 @@ def get_circuit(api_key: str) -> Circuit:
     if client is not None:
         return RedisCircuit(client, caches[conf.CACHE_ALIAS].make_key(name))
     return LocalCircuit(name)
+
+
+def open_for(api_key: str) -> float | None:
+    """Read-only: None while the circuit of ``api_key`` is closed; while it is open, the
+    seconds until it lets its next probe through (0: a probe may go, or is in flight)."""
+    name = f"supalytics:outage:{key_id(api_key)}"
+    client = redis_for(conf.CACHE_ALIAS)
+    if client is not None:
+        left = float(client.eval(_OPEN_FOR, 1, caches[conf.CACHE_ALIAS].make_key(name)))
+        return None if left < 0 else left
+    with LocalCircuit._lock:
+        open_until = _local_states().get(name, {}).get("open_until", 0.0)
+    return max(open_until - time.monotonic(), 0.0) if open_until else None

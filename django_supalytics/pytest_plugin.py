@@ -1,16 +1,25 @@
 """pytest fixtures for projects that use django-supalytics (registered as a ``pytest11`` plugin).
 
+Hermetic by default, as Django's test runner makes ``send_mail`` fill ``mail.outbox``: every
+test (under pytest-django) runs with ``SUPALYTICS["DELIVERY_BACKEND"] = "locmem"``, so a
+committed ``track()`` reaches no broker and no worker. A test marked
+``@pytest.mark.supalytics_delivery`` keeps the project's backend; ``supalytics_hermetic = false``
+in the pytest ini file turns the whole behaviour off.
+
 ``supalytics_events``: the events tracked during the test (see ``django_supalytics.testing``),
-with ``assert_tracked(name, **lookups)``; nothing reaches Celery or the network.
+with ``assert_tracked(name, **lookups)``; ``DELIVERY_BACKEND`` is ``"locmem"`` for the test, so
+nothing reaches a queue or the network.
 
 ``supalytics_receiver``: the mock receiver on a loopback socket, with the client's ``ENDPOINT``
-and ``API_KEY`` pointed at it, its received events and fault injection (needs pytest-django).
+and ``API_KEY`` pointed at it, its host in ``ALLOWED_HOSTS`` for the test (as
+``LiveServerTestCase`` does), its received events and fault injection (needs pytest-django).
 Needs ``django_supalytics.receiver`` (and ``rest_framework``) in INSTALLED_APPS; it serves the
 receiver's urls itself.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +62,71 @@ class LiveReceiver:
         faults.reset(received=received)
 
 
+HERMETIC_INI = "supalytics_hermetic"
+DELIVERY_MARKER = "supalytics_delivery"
+#: The cache alias the ``supalytics_receiver`` fixture gives the rate limiters, the outage
+#: circuit and the receiver's counters for its test, when hermetic.
+TEST_CACHE_ALIAS = "supalytics_test"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        HERMETIC_INI,
+        type="bool",
+        default=True,
+        help="django-supalytics: run every test with DELIVERY_BACKEND 'locmem' unless it is "
+        f"marked {DELIVERY_MARKER} (default: true)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{DELIVERY_MARKER}: keep the project's SUPALYTICS['DELIVERY_BACKEND'] for this test "
+        "(django-supalytics otherwise hands events to its 'locmem' backend)",
+    )
+
+
+def _hermetic(config: pytest.Config) -> bool:
+    return bool(config.getini(HERMETIC_INI))
+
+
+def _django_configured() -> bool:
+    try:
+        from django.conf import settings
+    except ImportError:  # pragma: no cover - the package needs Django
+        return False
+    return bool(settings.configured)
+
+
+@pytest.fixture(autouse=True)
+def _supalytics_hermetic_delivery(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``DELIVERY_BACKEND = "locmem"`` for the test, unless marked ``supalytics_delivery`` or
+    turned off with the ``supalytics_hermetic`` ini option."""
+    if (
+        not _hermetic(request.config)
+        or request.node.get_closest_marker(DELIVERY_MARKER)
+        or not _django_configured()
+    ):
+        yield
+        return
+    from django.conf import settings
+    from django.test import override_settings
+
+    from .backends import locmem
+
+    raw = getattr(settings, "SUPALYTICS", {})
+    override = override_settings(
+        SUPALYTICS={**(raw if isinstance(raw, dict) else {}), "DELIVERY_BACKEND": "locmem"}
+    )
+    override.enable()
+    locmem.outbox.clear()
+    try:
+        yield
+    finally:
+        override.disable()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # pytest-django creates test databases only for tests that it sees need one when it
     # collects them; a fixture that asks for the database at run time is too late for that.
@@ -67,13 +141,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def supalytics_events() -> Iterator[Any]:
-    """The events tracked during the test and not rolled back; none is handed to Celery.
+def supalytics_events(settings: Any) -> Iterator[Any]:
+    """The events tracked during the test and not rolled back; the test's hand-overs go to
+    the ``"locmem"`` delivery backend (``django_supalytics.backends.locmem.outbox``, cleared
+    first), none to a queue.
 
     A test using it gets database access (``django_db``) unless it asks for its own."""
-    from .testing import capture_events
+    from .backends import locmem
+    from .testing import _recording
 
-    with capture_events() as events:
+    # Through pytest-django's ``settings``, so that the test's own changes of it keep the
+    # backend and are undone with it.
+    raw = getattr(settings, "SUPALYTICS", {})
+    settings.SUPALYTICS = {**(raw if isinstance(raw, dict) else {}), "DELIVERY_BACKEND": "locmem"}
+    locmem.outbox.clear()
+    with _recording() as events:
         yield events
 
 
@@ -109,6 +191,20 @@ def supalytics_receiver_server(django_db_setup: None) -> Iterator[str]:
 
 @pytest.fixture
 def supalytics_receiver(request: pytest.FixtureRequest, settings: Any) -> Iterator[LiveReceiver]:
+    """The mock receiver, serving on a loopback socket for this test.
+
+    The client's ``ENDPOINT`` and ``API_KEY`` point at it, and its host is in
+    ``ALLOWED_HOSTS`` for the test (as ``LiveServerTestCase`` does). When hermetic (the
+    default), the rate limiters, the outage circuit and the receiver's counters live in a
+    local-memory cache of the test's own, never in the project's (Redis) cache."""
+    from django.apps import apps
+
+    if not apps.is_installed("django_supalytics.receiver"):
+        raise pytest.UsageError(
+            "supalytics_receiver needs the mock receiver's apps in INSTALLED_APPS of the test "
+            'settings: INSTALLED_APPS += ["rest_framework", "django_supalytics.receiver"] '
+            '(pip install "django-supalytics[receiver]")'
+        )
     request.getfixturevalue("transactional_db")
     base_url = request.getfixturevalue("supalytics_receiver_server")
     keys = list(getattr(settings, "SUPALYTICS_RECEIVER", {}).get("API_KEYS", []))
@@ -118,10 +214,23 @@ def supalytics_receiver(request: pytest.FixtureRequest, settings: Any) -> Iterat
         "API_KEYS": keys or [api_key],
     }
     receiver = LiveReceiver(base_url, api_key)
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    cache: dict[str, Any] = {}
+    if _hermetic(request.config):
+        settings.CACHES = {
+            **settings.CACHES,
+            TEST_CACHE_ALIAS: {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": f"supalytics-test-{uuid.uuid4().hex}",
+            },
+        }
+        cache = {"CACHE_ALIAS": TEST_CACHE_ALIAS}
+        settings.SUPALYTICS_RECEIVER = {**settings.SUPALYTICS_RECEIVER, **cache}
     settings.SUPALYTICS = {
         **getattr(settings, "SUPALYTICS", {}),
         "API_KEY": api_key,
         "ENDPOINT": receiver.url,
+        **cache,
     }
     receiver.reset(received=False)
     yield receiver

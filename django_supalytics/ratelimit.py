@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from django.core.cache import BaseCache, caches
 
+from . import state
 from .conf import conf
 
 _RESERVE = """
@@ -85,14 +86,13 @@ def key_id(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
-_clients: dict[str, Any] = {}
-
-
 def redis_for(alias: str) -> Any | None:
-    """The redis-py client behind cache ``alias`` (made once per process), or None."""
-    if alias not in _clients:
-        _clients[alias] = redis_client(caches[alias])
-    return _clients[alias]
+    """The redis-py client behind cache ``alias`` (made once per process, in ``state``), or
+    None."""
+    clients = state.current().redis_clients
+    if alias not in clients:
+        clients[alias] = redis_client(caches[alias])
+    return clients[alias]
 
 
 def redis_client(cache: BaseCache) -> Any | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,12 @@ from django.utils import timezone
 from .models import OutboxEvent, db_now, outbox_alias
 
 Status = OutboxEvent.Status
+
+#: How an error says a setting is wrong: "SUPALYTICS['ENDPOINT'] is wrong; ..." (a redirect),
+#: "SUPALYTICS API_KEY contains a newline" (``client.api_key_problem``).
+SETTING_WRONG_RE = re.compile(
+    r"SUPALYTICS(?:\['([A-Z_]+)'\]| ([A-Z_]+)) (?:is wrong|is empty|contains|must)"
+)
 
 #: Below this many rows (by the planner's estimate) the outbox is counted exactly.
 EXACT_COUNT_MAX = 100_000
@@ -52,6 +59,8 @@ class Summary:
     #: Rows ``sending`` whose lease ran out: their worker died, and no sweeper reclaimed them
     #: yet (unlike ``counts["sending"]``, which also counts rows being sent right now).
     stuck_sending: int = 0
+    #: The ``SUPALYTICS`` key that waiting rows' errors say is wrong, or "".
+    setting_to_fix: str = ""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -69,7 +78,7 @@ def summary(now: datetime | None = None, using: str | None = None) -> Summary:
     alias = using or outbox_alias()
     rows = OutboxEvent.objects.using(alias)
     counts = dict.fromkeys(Status.values, 0)
-    for status in (Status.PENDING, Status.SENDING, Status.FAILED):
+    for status in (Status.PENDING, Status.SENDING, Status.FAILED, Status.EXPIRED):
         counts[status] = rows.filter(status=status).count()
     estimate = estimated_rows(alias)
     if estimate is None:
@@ -99,7 +108,24 @@ def summary(now: datetime | None = None, using: str | None = None) -> Summary:
         last_error_at=errored["next_attempt_at"] if errored else None,
         sent_estimated=estimate is not None,
         stuck_sending=rows.expired_leases().count(),
+        setting_to_fix=setting_to_fix(using=alias),
     )
+
+
+def setting_to_fix(using: str | None = None) -> str:
+    """The ``SUPALYTICS`` key to fix, or "": ``ENDPOINT`` when a pending row was answered with
+    a redirect, else the key the newest pending row's last error says is wrong."""
+    pending = OutboxEvent.objects.using(using or outbox_alias()).filter(status=Status.PENDING)
+    if pending.filter(last_status_code__gte=300, last_status_code__lt=400).exists():
+        return "ENDPOINT"
+    newest = (
+        pending.exclude(last_error="")
+        .order_by("-next_attempt_at")
+        .values_list("last_error", flat=True)
+        .first()
+    )
+    match = SETTING_WRONG_RE.search(newest or "")
+    return (match.group(1) or match.group(2)) if match else ""
 
 
 def hourly(

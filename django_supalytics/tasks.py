@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from celery.signals import worker_init, worker_shutting_down
 
-from . import delivery, dispatch
+from . import delivery, shutdown
 from .conf import conf
 from .dispatch import publish, requeue
+from .models import OutboxEvent, outbox_aliases
 
 logger = logging.getLogger("django_supalytics")
 
@@ -21,59 +23,20 @@ def sweep_limit() -> int:
     return max(conf.BATCH_SIZE, int(conf.RATE_LIMIT * 60))
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    """Errors a delivery task retries itself for, within seconds: the database (a lock, a
-    dropped connection), the limiter's Redis, the broker. Anything else is a bug, and raises."""
-    errors: list[type[BaseException]] = [OperationalError, InterfaceError]
-    try:
-        from kombu.exceptions import OperationalError as BrokerError
+#: Options of the delivery tasks. No Celery retries: the database is waited out by
+#: ``queryset.retrying``, the broker by the publisher, the limiter's Redis by a pause; what is
+#: left is the sweeper's. The row, not Celery's state, decides what is sent.
+_DELIVERY_TASK: dict[str, Any] = {"ignore_result": True}
 
-        errors.append(BrokerError)
-    except ImportError:  # pragma: no cover - kombu comes with Celery
-        pass
-    try:
-        from redis.exceptions import ConnectionError, TimeoutError
-
-        errors += [ConnectionError, TimeoutError]
-    except ImportError:  # redis is an extra
-        pass
-    return tuple(errors)
-
-
-#: Options of the delivery tasks: a transient error re-runs the task (the same message, the
-#: same queue) after 1, 2, 4, ... seconds with jitter, at most ``TRANSIENT_RETRY_MAX`` apart,
-#: ``TRANSIENT_RETRIES`` times; past that the sweeper is the net. The row, not Celery's retry
-#: state, still decides what is sent: a retried task only claims rows that are due and free.
-TRANSIENT_RETRIES = 10
-TRANSIENT_RETRY_MAX = 10
-_DELIVERY_TASK: dict[str, Any] = {
-    "ignore_result": True,
-    "autoretry_for": _transient_errors(),
-    "max_retries": TRANSIENT_RETRIES,
-    "retry_backoff": 1,
-    "retry_backoff_max": TRANSIENT_RETRY_MAX,
-    "retry_jitter": True,
-}
+# A warm shutdown (SIGTERM) reaches the sends of every pool process: they stop claiming.
+worker_init.connect(shutdown.arm, weak=False)
+worker_shutting_down.connect(shutdown.request, weak=False)
 
 
 def _may_drain(task: Any) -> bool:
     """Whether the running task may go on to other due rows: not when it runs eagerly (Celery's
     eager mode, ``apply()``), on the thread that committed, where only its own rows belong."""
     return not getattr(task.request, "is_eager", False)
-
-
-def enqueue(event_id: int, countdown: float | None = None) -> bool:
-    """Ask a worker to deliver ``event_id``; never raises (the sweeper covers a lost message)."""
-    return dispatch.apply_task(deliver_event, (event_id,), countdown)
-
-
-def send_chunk(event_ids: list[int], countdown: float | None, using: str | None) -> bool:
-    """Publish one message for ``event_ids`` (the ``"celery"`` backend of ``dispatch``)."""
-    if using is not None:
-        return dispatch.apply_task(deliver_events, (event_ids, using), countdown)
-    if len(event_ids) == 1:
-        return dispatch.apply_task(deliver_event, (event_ids[0],), countdown)
-    return dispatch.apply_task(deliver_events, (event_ids,), countdown)
 
 
 @shared_task(name="django_supalytics.tasks.deliver_event", **_DELIVERY_TASK)
@@ -100,12 +63,12 @@ def sweep_outbox() -> dict[str, int]:
     """Reclaim expired leases, and re-enqueue rows that have been due for a while, in every
     outbox database."""
     reclaimed = enqueued = 0
-    for alias in delivery.outbox_aliases():
-        reclaimed += delivery.reclaim_expired(alias)
+    for alias in outbox_aliases():
+        rows = OutboxEvent.objects.using(alias)
+        reclaimed += rows.reclaim_expired()
         # Rows due for less than SWEEP_GRACE probably have their own message on its way.
-        pks = list(
-            delivery.due(conf.SWEEP_GRACE, alias).values_list("pk", flat=True)[: sweep_limit()]
-        )
+        due = rows.due(conf.SWEEP_GRACE).order_by("priority", "next_attempt_at", "pk")
+        pks = list(due.values_list("pk", flat=True)[: sweep_limit()])
         enqueued += len(pks) if publish(pks, using=alias) else 0
     if reclaimed or enqueued:
         logger.info("supalytics sweep: %d leases reclaimed, %d re-enqueued", reclaimed, enqueued)
@@ -116,4 +79,17 @@ def sweep_outbox() -> dict[str, int]:
 def purge_outbox(**kwargs: Any) -> int:
     """Delete sent rows older than ``RETENTION_DAYS`` and failed ones older than
     ``FAILED_RETENTION_DAYS``, in batches."""
-    return delivery.purge_expired(**kwargs)
+    return purge_expired(**kwargs)
+
+
+def purge_expired(using: str | None = None, batch_size: int | None = None) -> int:
+    """The scheduled purge: sent rows past ``RETENTION_DAYS``, failed ones past
+    ``FAILED_RETENTION_DAYS`` (by when they failed), in every outbox database."""
+    failed_days = conf.FAILED_RETENTION_DAYS
+    sent_age = timedelta(days=conf.RETENTION_DAYS)
+    failed_age = None if failed_days is None else timedelta(days=failed_days)
+    total = 0
+    for alias in [using] if using else outbox_aliases():
+        rows = OutboxEvent.objects.using(alias).purgeable(sent_age, failed_age)
+        total += rows.purge(batch_size) if batch_size else rows.purge()
+    return total

@@ -1,8 +1,9 @@
 """Assert on tracked events in your own tests, without network or Celery.
 
 Like Django's ``mail.outbox``: while capturing, events are recorded (validated and written to
-the outbox as usual) but never handed to Celery. Any kind of database test works: one wrapped
-in a transaction (``@pytest.mark.django_db``, ``TestCase``) or one that commits.
+the outbox as usual) and handed to the ``"locmem"`` delivery backend, never to a queue. Any
+kind of database test works: one wrapped in a transaction (``@pytest.mark.django_db``,
+``TestCase``) or one that commits.
 
     from django_supalytics.testing import capture_events
 
@@ -18,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, overload
-from unittest import mock
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models.signals import post_save
+from django.test import override_settings
 
 from .models import OutboxEvent
 
@@ -123,11 +125,21 @@ class TrackedEvents(Sequence[OutboxEvent]):
 
 @contextmanager
 def capture_events() -> Iterator[TrackedEvents]:
-    """Record the events tracked inside the block; hand none of them to Celery.
+    """Record the events tracked inside the block; with ``DELIVERY_BACKEND`` ``"locmem"``,
+    hand them to no queue (``django_supalytics.backends.locmem.outbox`` has the hand-overs).
 
     Events rolled back are left out (as in production, a rolled-back ``track()`` sends
     nothing), whether or not the test's own transaction ever commits.
     """
+    raw = getattr(settings, "SUPALYTICS", {})
+    locmem = {**(raw if isinstance(raw, dict) else {}), "DELIVERY_BACKEND": "locmem"}
+    with override_settings(SUPALYTICS=locmem), _recording() as events:
+        yield events
+
+
+@contextmanager
+def _recording() -> Iterator[TrackedEvents]:
+    """The events tracked inside the block, whatever the delivery backend."""
     events = TrackedEvents()
 
     def on_save(sender: Any, instance: OutboxEvent, created: bool, **kwargs: Any) -> None:
@@ -136,8 +148,7 @@ def capture_events() -> Iterator[TrackedEvents]:
 
     post_save.connect(on_save, sender=OutboxEvent, weak=False)
     try:
-        with mock.patch("django_supalytics.dispatch.Publisher.submit"):
-            yield events
+        yield events
     finally:
         post_save.disconnect(on_save, sender=OutboxEvent)
 

@@ -9,11 +9,19 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import connections, router
 
+from .conf import conf
 from .dispatch import schedule
 from .exceptions import InvalidEvent
+from .forgetting import is_suppressed
 from .identity import get_visitor_id, is_authenticated, link_visitor
 from .models import OutboxEvent
-from .validation import BODY_MAX_BYTES, validate_metadata, validate_name, validate_visitor_id
+from .validation import (
+    BODY_MAX_BYTES,
+    MetadataEncoder,
+    validate_metadata,
+    validate_name,
+    validate_visitor_id,
+)
 
 
 def resolve_visitor_id(visitor_id: str | None, user: Any, request: Any) -> str | None:
@@ -36,7 +44,7 @@ def build_event(
 ) -> OutboxEvent:
     """A validated, unsaved ``OutboxEvent``; raises ``InvalidEvent`` naming the field."""
     name = validate_name(name)
-    clean_metadata = {} if metadata is None else validate_metadata(metadata)
+    clean_metadata = {} if metadata is None else validate_metadata(metadata, stored=True)
     resolved = resolve_visitor_id(visitor_id, user, request)
     event = OutboxEvent(
         name=name,
@@ -44,7 +52,7 @@ def build_event(
         metadata=clean_metadata,
         user=user if is_authenticated(user) else None,
     )
-    size = len(json.dumps(event.payload).encode())
+    size = len(json.dumps(event.payload, cls=MetadataEncoder).encode())
     if size > BODY_MAX_BYTES:
         raise InvalidEvent(
             "metadata", f"makes the request body {size} bytes; at most {BODY_MAX_BYTES}"
@@ -60,18 +68,29 @@ def track(
     request: Any = None,
     metadata: dict[str, Any] | None = None,
     using: str | None = None,
+    bulk: bool = False,
 ) -> OutboxEvent:
     """Record an event for delivery once the current transaction commits.
 
     Raises ``InvalidEvent`` (a ``ValueError``) naming the field, before anything is written.
     The visitor ID is ``visitor_id``, else the request's, else the one stored for ``user``
-    (``request.user`` when ``user`` is not given). Returns the new ``OutboxEvent``; rolled back,
-    it is neither stored nor sent. Never touches the network.
+    (``request.user`` when ``user`` is not given). ``bulk=True`` (a replay, an import, a nightly
+    job) puts the row in the bulk lane: sent with what live events leave of the rate limit.
+    Returns the new ``OutboxEvent``; rolled back, it is neither stored nor sent. Never touches
+    the network. For a suppressed visitor (``suppress_visitor``, or a request with
+    ``Sec-GPC: 1`` under ``HONOR_GPC``) the event has no visitor ID, or with
+    ``SUPPRESSION = "drop"`` nothing is written: the event it returns is unsaved (``pk`` None).
     """
     if user is None and request is not None:
         request_user = getattr(request, "user", None)
         user = request_user if is_authenticated(request_user) else None
     event = build_event(name, visitor_id=visitor_id, user=user, request=request, metadata=metadata)
+    if _suppressed(request, event.visitor_id):
+        if conf.SUPPRESSION == "drop":
+            return event  # unsaved (``pk`` None): nothing is written, nothing is sent
+        event.visitor_id = ""  # and so never linked to the user below
+    if bulk:
+        event.priority = OutboxEvent.Priority.BULK
     using = using or router.db_for_write(OutboxEvent)
     if not connections[using].in_atomic_block:
         _warn_if_in_another_transaction(using)
@@ -80,6 +99,16 @@ def track(
     event.save(using=using, force_insert=True)
     schedule(event.pk, using)
     return event
+
+
+def _suppressed(request: Any, visitor_id: str) -> bool:
+    """The request objects (``Sec-GPC: 1`` under ``HONOR_GPC``), or the ID was suppressed:
+    one indexed look-up, only when there is an ID and ``SUPPRESSION`` is not ``"off"``."""
+    state = getattr(request, "supalytics", None) if request is not None else None
+    if getattr(state, "gpc", False) is True:
+        return True
+    # Off (the default): no look-up, so track() costs what an INSERT costs.
+    return conf.SUPPRESSION != "off" and bool(visitor_id) and is_suppressed(visitor_id)
 
 
 class OutboxNotInTransactionWarning(RuntimeWarning):
@@ -112,6 +141,7 @@ async def atrack(
     request: Any = None,
     metadata: dict[str, Any] | None = None,
     using: str | None = None,
+    bulk: bool = False,
 ) -> OutboxEvent:
     """``track()`` for async code: the same arguments, awaited.
 
@@ -121,5 +151,11 @@ async def atrack(
     ``track()`` included, in one sync function under ``sync_to_async``.
     """
     return await sync_to_async(track, thread_sensitive=True)(
-        name, visitor_id=visitor_id, user=user, request=request, metadata=metadata, using=using
+        name,
+        visitor_id=visitor_id,
+        user=user,
+        request=request,
+        metadata=metadata,
+        using=using,
+        bulk=bulk,
     )

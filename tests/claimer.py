@@ -15,11 +15,11 @@ def main() -> None:
     import django
 
     django.setup()
-    from django_supalytics import delivery
+    from django_supalytics.models import OutboxEvent
 
     alias = sys.argv[1]
     claimed: list[int] = []
-    while batch := delivery.claim(limit=3, using=alias):
+    while batch := OutboxEvent.objects.using(alias).claim(3):
         claimed.extend(event.pk for event in batch)
     print(json.dumps(claimed))
 

@@ -2,16 +2,65 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from unittest import mock
 
 import pytest
 from django.conf import settings
 from django.core.cache import caches
 
+from django_supalytics import state
+from django_supalytics.backends import locmem
+from django_supalytics.backends.locmem import HandOver
 from django_supalytics.dispatch import publisher
 from django_supalytics.ratelimit import redis_client
+from tests.backends import FlakyBackend
 from tests.httpserver import ScriptedServer
 from tests.processes import ChildProcess
+
+#: dj-stripe's tests run in a session of their own (tests/settings_djstripe.py; `make test` runs
+#: it), so that its ~60 tables are not made and flushed for every other test.
+DJSTRIPE_SETTINGS = "tests.settings_djstripe"
+collect_ignore = (
+    [] if settings.SETTINGS_MODULE == DJSTRIPE_SETTINGS else ["test_contrib_djstripe.py"]
+)
+
+
+@pytest.fixture(scope="session")
+def django_db_use_migrations(request: pytest.FixtureRequest) -> bool:
+    """pytest-django's own switch (``--no-migrations``), set for dj-stripe's session: its
+    tables are made from the models there, as dj-stripe's migrations take about 90 s of CPU
+    (Django renders the state of its ~60 models again for each operation). Ours run, and are
+    checked, in the main session."""
+    if settings.SETTINGS_MODULE == DJSTRIPE_SETTINGS:
+        return False
+    return not request.config.getvalue("nomigrations")
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    # dj-stripe's session where dj-stripe cannot be installed (Python 3.10): its one module
+    # skips, so nothing is collected (exit status 5). That is the expected outcome there.
+    if (
+        exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        and settings.SETTINGS_MODULE == DJSTRIPE_SETTINGS
+        and "djstripe" not in settings.INSTALLED_APPS
+    ):
+        session.exitstatus = pytest.ExitCode.OK
+
+
+def pytest_xdist_auto_num_workers(config: Any) -> int | None:
+    """``-n auto`` (``make test``) on SQLite, without the services: one process. There, with
+    two processes on the cores, tests that time a probe or a backoff in tenths of a second
+    failed in 3 of 6 runs (in test_dispatch.py, a long outage's one message per probe; in
+    test_delivery.py, a row sent at most once per deliver_due); on PostgreSQL, a worker a core.
+    """
+    if not str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql"):
+        return 0
+    return None
+
+
+def pytest_report_header(config: Any) -> str | None:
+    if collect_ignore:
+        return f"dj-stripe's tests: pytest --ds={DJSTRIPE_SETTINGS} tests/test_contrib_djstripe.py"
+    return None
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
@@ -44,6 +93,12 @@ def _clear_caches() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_process_state() -> None:
+    """Each test starts with the process's delivery state made anew (``state.reset()``)."""
+    state.reset()
+
+
+@pytest.fixture(autouse=True)
 def _forget_publish_retries() -> Iterator[None]:
     yield
     # A message a test's broker refused must not be published during the next test.
@@ -51,24 +106,26 @@ def _forget_publish_retries() -> Iterator[None]:
 
 
 @pytest.fixture
-def published() -> Iterator[Any]:
-    """``deliver_event.apply_async``, mocked: what would have been sent to the broker."""
-    with mock.patch("django_supalytics.tasks.deliver_event.apply_async") as apply_async:
-        yield apply_async
+def published(settings: Any) -> list[HandOver]:
+    """``DELIVERY_BACKEND`` ``"locmem"``: every hand-over of the test, in order (its event IDs,
+    countdown and database); nothing reaches a queue."""
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "DELIVERY_BACKEND": "locmem"}
+    locmem.outbox.clear()
+    return locmem.outbox
 
 
 @pytest.fixture
-def handed_over() -> Iterator[list[list[int]]]:
-    """The messages handed to Celery (``deliver_event`` or ``deliver_events``), each as the
-    list of event IDs it names, in order; nothing reaches a broker."""
-    messages: list[list[int]] = []
-
-    def capture(task: Any, args: tuple[Any, ...], countdown: float | None = None) -> bool:
-        messages.append(list(args[0]) if isinstance(args[0], list) else [args[0]])
-        return True
-
-    with mock.patch("django_supalytics.dispatch.apply_task", capture):
-        yield messages
+def broker(settings: Any) -> type[FlakyBackend]:
+    """A broker behind the publisher thread (``ENQUEUE`` ``"background"``), which a test can
+    take down: ``broker.refusals = 2``; ``broker.tries`` has every try."""
+    settings.SUPALYTICS = {
+        **settings.SUPALYTICS,
+        "ENQUEUE": "background",
+        "DELIVERY_BACKEND": "tests.backends.FlakyBackend",
+    }
+    FlakyBackend.reset()
+    locmem.outbox.clear()
+    return FlakyBackend
 
 
 @pytest.fixture

@@ -6,10 +6,13 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 DROP = "drop"
+#: A body that never ends: a huge Content-Length, written until the client goes (or 20 s).
+ENDLESS = "endless"
 
 
 @dataclass
@@ -18,6 +21,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: The client's port: one per connection.
+    port: int = 0
 
     @property
     def json(self) -> Any:
@@ -31,6 +36,20 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     #: Seconds the server takes before it answers (a slow API).
     delay: float = 0.0
+    #: Seconds between bytes of the status line and headers (a trickling API)...
+    trickle_head: float = 0.0
+    #: ... and of the body.
+    trickle_body: float = 0.0
+
+
+def _trickle(out: Any, data: bytes, gap: float) -> None:
+    if not gap:
+        out.write(data)
+        return
+    for i in range(len(data)):
+        out.write(data[i : i + 1])
+        out.flush()
+        time.sleep(gap)
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -57,12 +76,22 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                # The vendor's read API on the same path: it answers 200, as a POST would.
+                self.do_POST()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with server._lock:
                     server.requests.append(
-                        Received("POST", self.path, dict(self.headers.items()), body)
+                        Received(
+                            self.command,
+                            self.path,
+                            dict(self.headers.items()),
+                            body,
+                            self.client_address[1],
+                        )
                     )
                     answer = server._script.pop(0) if server._script else Answer()
                 if answer == DROP:
@@ -72,7 +101,11 @@ class ScriptedServer:
                 assert isinstance(answer, Answer)
                 if answer.delay:
                     time.sleep(answer.delay)
-                payload = json.dumps(answer.body).encode()
+                if answer.trickle_head or answer.trickle_body or answer.body == ENDLESS:
+                    self._write_by_hand(answer)
+                    return
+                body = answer.body
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -81,10 +114,33 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _write_by_hand(self, answer: Answer) -> None:
+                self.close_connection = True
+                endless = answer.body == ENDLESS
+                payload = b"" if endless else json.dumps(answer.body).encode()
+                length = 1 << 40 if endless else len(payload)
+                lines = [
+                    f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}",
+                    "Content-Type: application/json",
+                    f"Content-Length: {length}",
+                    *(f"{name}: {value}" for name, value in answer.headers.items()),
+                ]
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                _trickle(self.wfile, head, answer.trickle_head)
+                if endless:
+                    until = time.monotonic() + 20
+                    while time.monotonic() < until:  # until the client hangs up
+                        self.wfile.write(b"x" * 65536)
+                else:
+                    _trickle(self.wfile, payload, answer.trickle_body)
+
         self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/events"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it, at the end of every test.
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def start(self) -> ScriptedServer:
         self._thread.start()

@@ -12,9 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from django.conf import settings
 from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The marks of a soak test's module: real processes on PostgreSQL and Redis, run by make soak.
+SOAK_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.soak,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
@@ -42,8 +52,7 @@ class ChildProcess:
         self.argv = argv
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        run_dir = Path(os.environ["SUPALYTICS_TEST_RUN_DIR"])
-        self.log = run_dir / f"process-{time.time_ns()}.log"
+        self.log = Path(settings.RUN_DIR) / f"process-{time.time_ns()}.log"
         self._log_file: Any = None
 
     def env(self) -> dict[str, str]:
@@ -92,7 +101,16 @@ class ChildProcess:
 
 def start_worker_process(endpoint: str, concurrency: int = 2, **env: str) -> ChildProcess:
     """A real ``celery worker`` for this test run's broker and test database."""
-    worker = ChildProcess(
+    worker = worker_process(endpoint, concurrency, **env)
+    return worker.start(lambda: "ready." in worker.output())
+
+
+def worker_process(
+    endpoint: str, concurrency: int = 2, queues: str | None = None, **env: str
+) -> ChildProcess:
+    """``start_worker_process``'s worker, not started yet (``.start(ready)`` starts it);
+    ``queues`` (``-Q``) instead of the default queue."""
+    return ChildProcess(
         [
             "-m",
             "celery",
@@ -107,10 +125,10 @@ def start_worker_process(endpoint: str, concurrency: int = 2, **env: str) -> Chi
             "--without-heartbeat",
             "-n",
             f"test-{time.time_ns()}@%h",
+            *(["-Q", queues] if queues else []),
         ],
         env={"SUPALYTICS_ENDPOINT": endpoint, **env},
     )
-    return worker.start(lambda: "ready." in worker.output())
 
 
 def start_server_process(argv: list[str], port: int, **env: str) -> ChildProcess:

@@ -40,6 +40,15 @@ def test_e002_unknown_key():
     assert ids(API_KYE="x") == {"supalytics.E002"}
 
 
+def test_e002_names_the_replacement_of_a_replaced_key():
+    with override_settings(SUPALYTICS={**BASE, "READ_TIMEOUT": 5, "CONNECT_TIMEOUT": 1}):
+        [message] = [m for m in run_checks() if m.id == "supalytics.E002"]
+    assert message.hint == (
+        "Replaced: CONNECT_TIMEOUT by REQUEST_TIMEOUT, READ_TIMEOUT by REQUEST_TIMEOUT. "
+        "See docs/settings.md for the keys there are."
+    )
+
+
 @pytest.mark.parametrize("endpoint", ["ftp://x/v1/events", "not a url", "", None, "https://"])
 def test_e003_bad_endpoint(endpoint):
     assert ids(ENDPOINT=endpoint) == {"supalytics.E003"}
@@ -51,12 +60,12 @@ def test_e003_bad_endpoint(endpoint):
         ("RATE_LIMIT", 0),
         ("RATE_LIMIT", "fast"),
         ("MAX_ATTEMPTS", 0),
-        ("READ_TIMEOUT", -1),
+        ("REQUEST_TIMEOUT", -1),
         ("BATCH_SIZE", True),
         ("LEASE_SECONDS", None),
         ("RATE_LIMIT", float("nan")),
         ("RATE_LIMIT", float("inf")),
-        ("READ_TIMEOUT", float("nan")),
+        ("REQUEST_TIMEOUT", float("nan")),
         ("RETENTION_DAYS", float("nan")),
         ("RETENTION_DAYS", float("inf")),
         ("BACKOFF_MAX", float("inf")),
@@ -158,6 +167,27 @@ def test_e021_a_queue_name_or_none_passes():
     assert ids(TASK_QUEUE=None) == set()
 
 
+@pytest.mark.parametrize(
+    "value", [["page_viewed"], {"page_viewed": 0}, {"page_viewed": True}, {"e": "1d"}, {1: 60}]
+)
+def test_e022_max_age(value):
+    assert ids(MAX_AGE=value) == {"supalytics.E022"}
+
+
+def test_e022_names_with_seconds_pass():
+    assert ids(MAX_AGE={"page_viewed": 86400, "ping": 0.5}) == set()
+
+
+@pytest.mark.parametrize("value", ["", "  ", 123, ["t"]])
+def test_e023_metrics_token(value):
+    assert ids(METRICS_TOKEN=value) == {"supalytics.E023"}
+
+
+def test_e023_a_token_or_none_passes():
+    assert ids(METRICS_TOKEN="scrape-me") == set()
+    assert ids(METRICS_TOKEN=None) == set()
+
+
 def test_e019_user_field_too_short():
     from django.contrib.auth import get_user_model
 
@@ -192,6 +222,20 @@ def test_the_receiver_without_drf_names_the_extra_to_install():
 def test_w004_plain_http_to_a_remote_host():
     assert ids(ENDPOINT="http://api.example.com/v1/events") == {"supalytics.W004"}
     assert ids(ENDPOINT="http://127.0.0.1:8000/v1/events") == set()
+
+
+@pytest.mark.parametrize(
+    "host", ["127.attacker.example", "localhost.attacker.example", "127.0.0.1.nip.io"]
+)
+def test_w004_a_name_that_only_looks_like_loopback_is_remote(host):
+    assert ids(ENDPOINT=f"http://{host}/v1/events") == {"supalytics.W004"}
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "app.localhost", "127.0.0.2", "[::1]", "LOCALHOST", "testserver"]
+)
+def test_w004_loopback_addresses_and_names_are_local(host):
+    assert ids(ENDPOINT=f"http://{host}:8000/v1/events") == set()
 
 
 def test_e007_attribution():
@@ -282,6 +326,25 @@ def test_receiver_checks():
         assert "supalytics.W103" in {m.id for m in run_checks()}
 
 
+#: A project's urls without the receiver: ``ROOT_URLCONF = "tests.test_checks"``.
+urlpatterns: list[object] = []
+
+
+@pytest.mark.parametrize(
+    ("urlconf", "fires"),
+    [
+        ("tests.test_checks", False),  # installed for the test fixtures only
+        ("testproject.urls", True),  # included in the project's urls
+        ("django_supalytics.receiver.urls", True),  # the standalone receiver's own urls
+    ],
+)
+def test_w101_only_when_the_project_serves_the_receiver(urlconf, fires):
+    with override_settings(
+        SUPALYTICS_RECEIVER={}, ROOT_URLCONF=urlconf, CACHES=REDIS, SILENCED_SYSTEM_CHECKS=[]
+    ):
+        assert ("supalytics.W101" in {m.id for m in run_checks()}) is fires
+
+
 def test_receiver_checks_shape_and_cache():
     with override_settings(SUPALYTICS_RECEIVER=["k"]):
         assert "supalytics.E101" in {m.id for m in run_checks()}
@@ -316,11 +379,31 @@ def test_w003_not_raised_for_other_databases(settings):
         assert "supalytics.W003" not in {m.id for m in run_checks()}
 
 
-def test_e016_unknown_delivery_backend():
-    assert ids(DELIVERY_BACKEND="rq") == {"supalytics.E016"}
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "rq",  # no such alias
+        "myproject.backends.RqBackend",  # does not import
+        "django_supalytics.backends.cron.NoSuchBackend",  # not in its module
+        "django_supalytics.tasks.deliver_event",  # not a BaseDeliveryBackend
+        "django.tasks.backends.immediate.ImmediateBackend",  # nor is this
+    ],
+)
+def test_e016_delivery_backend_names_no_delivery_backend(backend):
+    assert ids(DELIVERY_BACKEND=backend) == {"supalytics.E016"}
 
 
-@pytest.mark.parametrize("backend", ["celery", "django_tasks", "none"])
+def test_e016_says_what_is_wrong_with_the_setting():
+    from django_supalytics.checks import check_delivery_backend
+
+    with override_settings(SUPALYTICS={**BASE, "DELIVERY_BACKEND": "myproject.RqBackend"}):
+        [error] = check_delivery_backend()
+    assert "'myproject.RqBackend'" in error.msg and "cannot be imported" in error.msg
+
+
+@pytest.mark.parametrize(
+    "backend", ["celery", "django_tasks", "cron", "none", "locmem", "tests.backends.FlakyBackend"]
+)
 def test_every_delivery_backend_passes_when_it_can_work(backend):
     assert ids(DELIVERY_BACKEND=backend) == set()
 
@@ -358,7 +441,13 @@ def test_every_check_id_is_documented():
     root = Path(__file__).resolve().parent.parent
     source = "".join(
         (root / "django_supalytics" / name).read_text()
-        for name in ("checks.py", "receiver/checks.py")
+        for name in (
+            "checks/configuration.py",
+            "checks/project.py",
+            "receiver/checks.py",
+            "backends/celery.py",
+            "backends/django_tasks.py",
+        )
     )
     ids_in_code = set(re.findall(r"supalytics\.[EW]\d{3}", source))
     documented = set(re.findall(r"supalytics\.[EW]\d{3}", (root / "docs/settings.md").read_text()))

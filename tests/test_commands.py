@@ -53,8 +53,8 @@ def test_send_queues_one_event_with_converted_metadata(
     event = OutboxEvent.objects.get()
     assert event.metadata == {"plan": "pro", "amount": 29, "ok": True, "ratio": 0.5}
     assert event.visitor_id == "v1"
-    assert "Queued for the Celery worker" in output
-    published.assert_called_once()
+    assert "Queued for nobody: the locmem backend only records hand-overs" in output
+    assert [h.event_ids for h in published] == [(event.pk,)]
 
 
 def test_send_now_prints_the_outcome(endpoint, published, django_capture_on_commit_callbacks):
@@ -62,7 +62,7 @@ def test_send_now_prints_the_outcome(endpoint, published, django_capture_on_comm
         output = run("supalytics_send", "setup_check", "--now")
     assert "Outcome: sent (status 200)" in output
     assert len(endpoint.requests) == 1
-    assert not published.called  # not handed to a worker as well
+    assert not published  # not handed to a worker as well
 
 
 def test_send_now_refused_exits_1(endpoint):
@@ -113,10 +113,50 @@ def test_status_counts_and_json():
     text = run("supalytics_status")
     assert "pending" in text and "last error          invalid_name: nope" in text
     data = json.loads(run("supalytics_status", "--json"))
-    assert data["counts"] == {"pending": 1, "sending": 0, "sent": 1, "failed": 1}
+    assert data["counts"] == {"pending": 1, "sending": 0, "sent": 1, "failed": 1, "expired": 0}
     assert data["delivered_last_hour"] == 1
     assert data["failed_last_hour"] == 1
     assert data["oldest_pending_age"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "setting"),
+    [
+        (
+            301,
+            "the API answered 301 (redirect to https://x/v1/events): SUPALYTICS['ENDPOINT'] is "
+            "wrong; set it to the address the API names",
+            "ENDPOINT",
+        ),
+        (None, "not sent: SUPALYTICS API_KEY contains a newline", "API_KEY"),
+        (None, "not sent: SUPALYTICS['ENABLED'] is False", None),  # intended, not wrong
+        (503, "upstream unavailable", None),
+    ],
+)
+def test_status_names_the_setting_a_pending_rows_error_says_is_wrong(code, error, setting):
+    track("a")
+    OutboxEvent.objects.update(last_status_code=code, last_error=error)
+    text = run("supalytics_status")
+    data = json.loads(run("supalytics_status", "--json"))
+    if setting:
+        assert f"setting to fix      SUPALYTICS[{setting!r}] " in text
+    else:
+        assert "setting to fix" not in text
+    assert data["setting_to_fix"] == (setting or "")
+
+
+def test_status_names_the_endpoint_when_any_pending_row_was_redirected():
+    """Not only the newest: a row answered 302, then rows that failed otherwise later."""
+    redirected, later = track("a"), track("b")
+    OutboxEvent.objects.filter(pk=redirected.pk).update(
+        last_status_code=302, last_error="the API answered 302 (...)"
+    )
+    OutboxEvent.objects.filter(pk=later.pk).update(
+        last_status_code=500,
+        last_error="boom",
+        next_attempt_at=timezone.now() + timedelta(hours=1),
+    )
+    assert "setting to fix      SUPALYTICS['ENDPOINT'] " in run("supalytics_status")
 
 
 # supalytics_purge
@@ -165,6 +205,19 @@ def test_drain_delivers_every_due_event_oldest_first(endpoint, settings):
     assert [r.json["name"] for r in endpoint.requests] == [e.name for e in events]
 
 
+@pytest.mark.django_db(databases=["default", "other"])
+def test_drain_sends_from_every_outbox_database(endpoint, settings):
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "OUTBOX_DATABASES": ["other"]}
+    from django.db import transaction
+
+    with transaction.atomic(using="other"):
+        elsewhere = track("elsewhere", using="other")
+    here = track("here")
+    assert "Done: 2 sent." in run("supalytics_drain")
+    assert OutboxEvent.objects.using("other").get(pk=elsewhere.pk).status == "sent"
+    assert OutboxEvent.objects.get(pk=here.pk).status == "sent"
+
+
 def test_drain_respects_the_limit(endpoint):
     for i in range(5):
         track(f"d{i}")
@@ -196,7 +249,7 @@ def _subscriptions(django_user_model, count):
 
 
 def test_backfill_tracks_each_row_once_and_resumes(
-    django_user_model, handed_over, django_capture_on_commit_callbacks
+    django_user_model, published, django_capture_on_commit_callbacks
 ):
     subs = _subscriptions(django_user_model, 5)
     with django_capture_on_commit_callbacks(execute=True):
@@ -218,8 +271,8 @@ def test_backfill_tracks_each_row_once_and_resumes(
     assert events.count() == 5
     assert events[0].metadata == {"plan": "pro", "amount": "29.00"}
     # One message per committed batch of the backfill (--batch-size 2), as track() hands over.
-    assert [len(m) for m in handed_over] == [2, 2, 1]
-    assert sorted(pk for m in handed_over for pk in m) == sorted(e.pk for e in events)
+    assert [len(h.event_ids) for h in published] == [2, 2, 1]
+    assert sorted(pk for h in published for pk in h.event_ids) == sorted(e.pk for e in events)
     # A re-run, or one after an interruption, adds nothing twice.
     assert "Tracked 0" in run(
         "supalytics_backfill", "shop.Subscription", "--event", "subscription_existing"
@@ -304,14 +357,14 @@ def test_backfill_refuses_sensitive_and_relation_fields(django_user_model, model
 
 
 def test_backfill_re_run_after_a_purge_sends_nothing_again(
-    django_user_model, handed_over, django_capture_on_commit_callbacks
+    django_user_model, published, django_capture_on_commit_callbacks
 ):
     from django_supalytics.models import BackfillRecord
 
     _subscriptions(django_user_model, 3)
     with django_capture_on_commit_callbacks(execute=True):
         run("supalytics_backfill", "shop.Subscription", "--event", "subscription_existing")
-    assert sum(len(m) for m in handed_over) == 3
+    assert sum(len(h.event_ids) for h in published) == 3
     OutboxEvent.objects.update(status="sent", sent_at=timezone.now() - timedelta(days=30))
     assert "Deleted 3" in run("supalytics_purge")
     assert BackfillRecord.objects.count() == 3  # the purge keeps what the backfill did
@@ -319,7 +372,7 @@ def test_backfill_re_run_after_a_purge_sends_nothing_again(
         output = run("supalytics_backfill", "shop.Subscription", "--event", "subscription_existing")
     assert "Tracked 0 subscription_existing events; 3 rows already done." in output
     assert not OutboxEvent.objects.exists()
-    assert sum(len(m) for m in handed_over) == 3
+    assert sum(len(h.event_ids) for h in published) == 3
 
 
 def test_status_marks_an_estimated_sent_count():
@@ -339,20 +392,20 @@ def test_purge_include_failed_uses_failed_retention(settings):
 
 
 def test_drain_batch_size_above_the_setting_claims_that_many(endpoint, settings):
-    from django_supalytics import delivery
+    from django_supalytics.queryset import OutboxEventQuerySet
 
     settings.SUPALYTICS = {**settings.SUPALYTICS, "BATCH_SIZE": 2}
     for i in range(6):
         track(f"d{i}")
     sizes = []
-    real_claim = delivery.claim
+    real_claim = OutboxEventQuerySet.claim
 
     def counting_claim(*args, **kwargs):
         claimed = real_claim(*args, **kwargs)
         sizes.append(len(claimed))
         return claimed
 
-    with mock.patch.object(delivery, "claim", counting_claim):
+    with mock.patch.object(OutboxEventQuerySet, "claim", counting_claim):
         run("supalytics_drain", "--batch-size", "5")
     assert sizes[0] == 5
     assert OutboxEvent.objects.filter(status="sent").count() == 6
@@ -373,3 +426,34 @@ def test_status_tells_stuck_rows_from_rows_being_sent():
     data = json.loads(run("supalytics_status", "--json"))
     assert (data["counts"]["sending"], data["stuck_sending"]) == (2, 1)
     assert "stuck sending       1" in run("supalytics_status")
+
+
+@pytest.mark.django_db(databases=["default", "other"])
+def test_status_shows_every_outbox_database(settings):
+    from django.db import transaction
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "OUTBOX_DATABASES": ["other"]}
+    with transaction.atomic(using="other"):
+        track("elsewhere", using="other")
+        track("elsewhere", using="other")
+    track("here")
+    output = run("supalytics_status")
+    assert "database 'default'" in output and "database 'other'" in output
+    data = json.loads(run("supalytics_status", "--json"))
+    assert data["default"]["counts"]["pending"] == 1
+    assert data["other"]["counts"]["pending"] == 2
+    assert (
+        json.loads(run("supalytics_status", "--json", "--database", "other"))["counts"]
+        == (data["other"]["counts"])
+    )
+
+
+# --database
+
+
+@pytest.mark.parametrize("command", ["supalytics_drain", "supalytics_status", "supalytics_purge"])
+def test_an_unknown_database_alias_is_a_usage_error_naming_the_aliases(command):
+    error = fails(command, "--database", "nope")
+    assert error.returncode == 2
+    assert "'nope' is not a database alias" in str(error)
+    assert "'default'" in str(error) and "'other'" in str(error)

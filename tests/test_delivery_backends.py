@@ -1,15 +1,23 @@
-"""SUPALYTICS["DELIVERY_BACKEND"]: Celery (default), Django's Tasks framework, or none."""
+"""SUPALYTICS["DELIVERY_BACKEND"]: Celery (default), Django's Tasks framework, cron, locmem, or
+a dotted path."""
 
 import logging
 from importlib.util import find_spec
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
 
 from django_supalytics import track
+from django_supalytics.backends import get_backend
+from django_supalytics.backends.celery import CeleryBackend
+from django_supalytics.backends.cron import CronBackend
+from django_supalytics.backends.django_tasks import DjangoTasksBackend
+from django_supalytics.backends.locmem import HandOver, LocmemBackend
 from django_supalytics.dispatch import publisher
 from django_supalytics.models import OutboxEvent
+from tests.backends import FlakyBackend
 from tests.httpserver import Answer
 from tests.processes import ChildProcess, wait_for
 
@@ -24,12 +32,63 @@ def backend(settings):
     return choose
 
 
-def test_none_hands_nothing_to_any_queue_and_drain_sends(backend, endpoint, published, caplog):
-    backend("none", ENQUEUE="background")
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("celery", CeleryBackend),
+        ("django_tasks", DjangoTasksBackend),
+        ("cron", CronBackend),
+        ("none", CronBackend),  # the old name of "cron"
+        ("locmem", LocmemBackend),
+        ("tests.backends.FlakyBackend", FlakyBackend),
+    ],
+)
+def test_each_alias_and_a_dotted_path_name_a_backend(backend, name, cls):
+    backend(name)
+    assert type(get_backend()) is cls
+
+
+def test_the_backend_is_made_once_and_again_when_the_setting_changes(backend):
+    backend("locmem")
+    first = get_backend()
+    assert get_backend() is first
+    backend("cron")
+    assert isinstance(get_backend(), CronBackend)
+
+
+def test_a_dotted_path_is_used_for_every_hand_over(backend, settings):
+    backend("tests.backends.FlakyBackend", ENQUEUE="inline")
+    FlakyBackend.reset()
+    with transaction.atomic():
+        event = track("custom")
+    assert [h.event_ids for h in FlakyBackend.tries] == [(event.pk,)]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_locmem_records_each_hand_over_with_its_countdown_and_database(published):
+    from django_supalytics.client import Kind
+    from django_supalytics.delivery import Result
+    from django_supalytics.dispatch import requeue
+
+    with transaction.atomic(using="other"):
+        elsewhere = track("elsewhere", using="other")
+    here = track("here")
+    assert published == [
+        HandOver((elsewhere.pk,), None, "other"),
+        HandOver((here.pk,), None, None),
+    ]
+    requeue([Result(here.pk, Kind.DEFERRED, 2.0)])
+    [wake_up] = published[2:]  # a drain, for the rows due then
+    assert wake_up.event_ids == () and wake_up.using is None
+    assert wake_up.countdown is not None and 2.0 <= wake_up.countdown <= 2.6
+
+
+@pytest.mark.parametrize("name", ["cron", "none"])
+def test_cron_hands_nothing_to_any_queue_and_drain_sends(backend, endpoint, caplog, name):
+    backend(name, ENQUEUE="background")
     with caplog.at_level(logging.WARNING, logger="django_supalytics"), transaction.atomic():
         event = track("cron_only")
     assert publisher.flush()
-    assert not published.called
     assert not caplog.records  # no broker tried, no traceback logged
     assert OutboxEvent.objects.get(pk=event.pk).status == "pending"
     call_command("supalytics_drain", verbosity=0)
@@ -37,9 +96,76 @@ def test_none_hands_nothing_to_any_queue_and_drain_sends(backend, endpoint, publ
     assert len(endpoint.requests) == 1
 
 
-def test_django_tasks_delivers_on_commit_with_the_immediate_backend(
-    backend, endpoint, published, settings
-):
+def test_celery_names_one_row_deliver_event_and_more_deliver_events(settings):
+    from django_supalytics import tasks
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "TASK_QUEUE": "analytics"}
+    celery = CeleryBackend()
+    with (
+        mock.patch.object(tasks.deliver_event, "apply_async") as one,
+        mock.patch.object(tasks.deliver_events, "apply_async") as many,
+    ):
+        assert celery.enqueue([1])
+        assert celery.enqueue([1, 2], countdown=2.5)
+        assert celery.enqueue([3], using="other")
+    assert one.call_args_list == [mock.call((1,), retry=False, queue="analytics")]
+    assert many.call_args_list == [
+        mock.call(([1, 2],), retry=False, countdown=2.5, queue="analytics"),
+        mock.call(([3], "other"), retry=False, queue="analytics"),
+    ]
+
+
+def test_celery_with_its_broker_down_says_so_and_does_not_raise(caplog):
+    from django_supalytics import tasks
+
+    with mock.patch.object(tasks.deliver_event, "apply_async", side_effect=OSError("down")):
+        assert CeleryBackend().enqueue([1]) is False
+    assert "could not enqueue" in caplog.text
+
+
+def test_celery_eager_mode_runs_inline_and_cannot_defer(settings):
+    assert not CeleryBackend().runs_inline
+    assert CeleryBackend().supports_defer and CeleryBackend().publish_in_background
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    assert CeleryBackend().runs_inline
+    assert not CeleryBackend().supports_defer and not CeleryBackend().publish_in_background
+
+
+def test_celery_eager_mode_hands_a_retry_back_without_running_it_again(endpoint, settings):
+    """Eager ``apply_async`` runs a task at once whatever its countdown: a row the task hands
+    back for later must wait for the sweeper, not re-run the task inline until RecursionError."""
+    from celery.signals import task_prerun
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.CELERY_TASK_EAGER_PROPAGATES = True
+    endpoint.script(Answer(503, {"error": "down"}))
+    runs: list[str] = []
+
+    def count(sender, **kwargs):
+        runs.append(sender.name)
+
+    task_prerun.connect(count, weak=False)
+    try:
+        with transaction.atomic():
+            event = track("retried")
+    finally:
+        task_prerun.disconnect(count)
+    assert runs == ["django_supalytics.tasks.deliver_event"]
+    row = OutboxEvent.objects.get(pk=event.pk)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert len(endpoint.requests) == 1
+
+
+def test_django_tasks_runs_inline_only_with_the_immediate_backend(settings):
+    assert not DjangoTasksBackend().runs_inline  # django-tasks-db's DatabaseBackend
+    assert DjangoTasksBackend().supports_defer
+    framework = "django.tasks" if find_spec("django.tasks") else "django_tasks"
+    settings.TASKS = {"default": {"BACKEND": f"{framework}.backends.immediate.ImmediateBackend"}}
+    assert DjangoTasksBackend().runs_inline
+    assert not DjangoTasksBackend().supports_defer
+
+
+def test_django_tasks_delivers_on_commit_with_the_immediate_backend(backend, endpoint, settings):
     framework = "django.tasks" if find_spec("django.tasks") else "django_tasks"
     settings.TASKS = {"default": {"BACKEND": f"{framework}.backends.immediate.ImmediateBackend"}}
     backend("django_tasks")
@@ -47,7 +173,6 @@ def test_django_tasks_delivers_on_commit_with_the_immediate_backend(
         event = track("via_tasks")
         assert not endpoint.requests  # nothing before the commit
     assert OutboxEvent.objects.get(pk=event.pk).status == "sent"
-    assert not published.called  # Celery was never asked
     assert [r.headers["Idempotency-Key"] for r in endpoint.requests] == [str(event.uuid)]
 
 
@@ -55,12 +180,11 @@ def test_a_task_run_inline_sends_only_its_own_rows(backend, endpoint, settings):
     """On the committing thread (Celery's eager apply(), Django's ImmediateBackend) a task does
     not drain other due rows: the request would wait for them."""
     from django_supalytics import tasks
-    from django_supalytics.delivery import DRAIN_POLL
 
     settings.SUPALYTICS = {**settings.SUPALYTICS, "ENABLED": False}
     waiting = [track(f"waiting{i}") for i in range(3)]  # due, and not sent (delivery is off)
     settings.SUPALYTICS = {**settings.SUPALYTICS, "ENABLED": True}
-    endpoint.script(*[Answer(200, delay=5 * DRAIN_POLL) for _ in range(5)])
+    endpoint.script(*[Answer(200, delay=0.1) for _ in range(5)])
     mine = track("mine")
     tasks.deliver_events.apply(args=([mine.pk],))
     assert len(endpoint.requests) == 1

@@ -29,7 +29,7 @@ def large_outbox():
             "SELECT gen_random_uuid(), 'live', '', '{}', s, 0, now(), "
             "CASE WHEN s = 'sending' THEN now() END, '', now(), "
             "CASE WHEN s = 'failed' THEN now() END "
-            "FROM unnest(ARRAY['pending', 'pending', 'sending', 'failed']) AS s"
+            "FROM unnest(ARRAY['pending', 'pending', 'sending', 'failed', 'expired']) AS s"
         )
         cursor.execute(f"ANALYZE {TABLE}")
 
@@ -41,7 +41,14 @@ def plan(queryset):
 @pytest.mark.parametrize(
     ("query", "index"),
     [
-        (lambda rows: rows.due().order_by("next_attempt_at", "pk")[:50], "supalytics_due_idx"),
+        (
+            lambda rows: rows.due().filter(priority=0).order_by("next_attempt_at", "pk")[:50],
+            "supalytics_due_idx",
+        ),
+        (
+            lambda rows: rows.due().filter(priority=1).order_by("next_attempt_at", "pk")[:50],
+            "supalytics_due_idx",
+        ),
         (
             lambda rows: rows.expired_leases().order_by("lease_expires_at", "pk")[:50],
             "supalytics_lease_idx",
@@ -49,6 +56,7 @@ def plan(queryset):
         (lambda rows: rows.filter(status="pending").values("created_at"), "supalytics_due_idx"),
         (lambda rows: rows.filter(status="sending"), "supalytics_lease_idx"),
         (lambda rows: rows.filter(status="failed"), "supalytics_failed_idx"),
+        (lambda rows: rows.filter(status="expired"), "supalytics_expired_idx"),
         (lambda rows: rows.purgeable(None, timedelta(days=30)), "supalytics_failed_idx"),
         (
             lambda rows: rows.filter(status="sent", sent_at__gte=db_now(-3600)),
@@ -59,11 +67,13 @@ def plan(queryset):
         (lambda rows: rows.filter(visitor_id="abc")[:100], "supalytics_visitor_idx"),
     ],
     ids=[
-        "claim-pending",
+        "claim-live",
+        "claim-bulk",
         "claim-expired-leases",
         "oldest-pending",
         "count-sending",
         "count-failed",
+        "count-expired",
         "purge-failed",
         "delivered-last-hour",
         "admin-changelist",
@@ -114,7 +124,7 @@ def test_mariadb_builds_the_partial_indexes_as_plain_ones_and_estimates_rows(mon
             [TABLE],
         )
         indexes = dict(cursor.fetchall())
-    assert indexes["supalytics_due_idx"] == "status,next_attempt_at"
+    assert indexes["supalytics_due_idx"] == "status,priority,next_attempt_at"
     assert indexes["supalytics_lease_idx"] == "status,lease_expires_at"
     assert indexes["supalytics_sent_idx"] == "sent_at"
     assert indexes["supalytics_failed_idx"] == "failed_at"

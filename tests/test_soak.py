@@ -19,6 +19,7 @@ from django_supalytics.models import OutboxEvent
 from django_supalytics.receiver import faults, stats
 from django_supalytics.receiver.models import ReceivedEvent
 from tests.processes import (
+    SOAK_MARKS,
     ChildProcess,
     free_port,
     start_receiver_process,
@@ -27,12 +28,7 @@ from tests.processes import (
 )
 
 REDIS_SERVER = shutil.which("redis-server")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.redis,
-    pytest.mark.postgres,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = SOAK_MARKS
 # Short leases and sweeps so that recovery fits in the test's time.
 OVERRIDES = json.dumps(
     {
@@ -159,7 +155,9 @@ def test_fault_soak(tmp_path, processes):
         at(17)
         broker.start()
         at(19)
-        faults.inject(429, seconds=4)  # the API rate-limits everyone ...
+        # The API rate-limits the next requests, whenever they come: a worker can still be
+        # reconnecting to the broker here, so a 4-s window could pass with no request in it.
+        faults.inject(429, count=8)
         at(23)
         kill(current)  # 2nd SIGKILL
         current = worker()

@@ -10,6 +10,19 @@ from django.core.management.base import CommandError, CommandParser
 from ...validation import MetadataValue
 
 
+def database_alias(alias: str) -> str:
+    """``--database``: an alias of ``DATABASES``, or a usage error naming the aliases there are."""
+    from django.db import connections
+
+    known = list(connections)
+    if alias not in known:
+        raise usage_error(
+            f"--database {alias!r} is not a database alias; the aliases are: "
+            + ", ".join(map(repr, known))
+        )
+    return alias
+
+
 def add_database_argument(parser: CommandParser) -> None:
     parser.add_argument(
         "--database",

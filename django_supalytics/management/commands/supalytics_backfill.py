@@ -177,6 +177,7 @@ class Command(BaseCommand):
             except InvalidEvent as exc:
                 raise usage_error(f"{label} {row.pk}: {exc}") from exc
             event.uuid = key
+            event.priority = OutboxEvent.Priority.BULK  # live events go first
             events.append(event)
         if dry_run or not events:
             return len(events), len(done)

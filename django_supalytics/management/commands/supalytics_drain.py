@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ... import delivery
 from ...client import Kind
 from ...conf import conf
-from ._common import Progress, add_database_argument, usage_error
+from ...models import OutboxEvent, outbox_aliases
+from ._common import Progress, add_database_argument, database_alias, usage_error
 
 #: Longest single wait for the rate limiter before looking again.
 WAIT_STEP = 5.0
@@ -49,34 +50,40 @@ class Command(BaseCommand):
             raise usage_error("--limit must be at least 1")
         if batch_size is not None and batch_size < 1:
             raise usage_error("--batch-size must be at least 1")
-        total = delivery.due(using=database).count()
-        if limit is not None:
-            total = min(total, limit)
+        # Due rows and expired leases (a drain or worker killed mid-send left those), in
+        # every outbox database unless told one.
+        aliases = [database_alias(database)] if database else outbox_aliases()
+        due = {alias: OutboxEvent.objects.using(alias).claimable().count() for alias in aliases}
+        total = sum(due.values()) if limit is None else min(sum(due.values()), limit)
         if not total:
             self.stdout.write("Nothing is due.")
             return
         outcomes: Counter[str] = Counter()
         progress = Progress(total, self.stdout, "Delivering")
         done = 0
-        while done < total:
-            size = batch_size or conf.BATCH_SIZE
-            results = delivery.deliver_due(min(size, total - done), using=database, batch_size=size)
-            if not results:
-                break
-            for result in results:
-                if result.outcome is not Kind.DEFERRED:
+        size = batch_size or conf.BATCH_SIZE
+        for alias in aliases:
+            left = min(due[alias], total - done)
+            while left > 0:
+                results = delivery.deliver_due(min(size, left), using=alias, batch_size=size)
+                if not results:
+                    break
+                sent = [r for r in results if r.outcome is not Kind.DEFERRED]
+                for result in sent:
                     outcomes[result.outcome.value] += 1
-                    done += 1
                     progress.advance()
-            deferred = [r for r in results if r.outcome is Kind.DEFERRED]
-            if deferred:
-                if deferred[-1].retry_in is None:
-                    progress.finish()
-                    raise CommandError(
-                        "delivery is off (ENABLED is False), or the API key is missing or invalid",
-                        returncode=1,
-                    )
-                time.sleep(min(WAIT_STEP, deferred[-1].retry_in))
+                done += len(sent)
+                left -= len(sent)
+                deferred = [r for r in results if r.outcome is Kind.DEFERRED]
+                if deferred:
+                    if deferred[-1].retry_in is None:
+                        progress.finish()
+                        raise CommandError(
+                            "delivery is off (ENABLED is False), or the API key is missing or "
+                            "invalid",
+                            returncode=1,
+                        )
+                    time.sleep(min(WAIT_STEP, deferred[-1].retry_in))
         progress.finish()
         summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
         self.stdout.write(f"Done: {summary or 'nothing delivered'}.")

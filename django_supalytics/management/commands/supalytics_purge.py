@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from ... import delivery
 from ...conf import conf
-from ._common import add_database_argument, usage_error
+from ...models import OutboxEvent, outbox_alias
+from ._common import add_database_argument, database_alias, usage_error
 
 
 class Command(BaseCommand):
@@ -58,10 +58,12 @@ class Command(BaseCommand):
         failed_days = conf.FAILED_RETENTION_DAYS if older_than_days is None else older_than_days
         failed_age = None if failed_days is None else timedelta(days=failed_days)
         include_failed = include_failed and failed_age is not None
-        which: dict[str, Any] = {"include_failed": include_failed, "failed_older_than": failed_age}
+        rows = OutboxEvent.objects.using(
+            database_alias(database) if database else outbox_alias()
+        ).purgeable(age, failed_age if include_failed else None)
         if dry_run:
-            count = delivery.purgeable(age, using=database, **which).count()
+            count = rows.count()
             self.stdout.write(f"Would delete {count} events older than {days:g} days.")
             return
-        deleted = delivery.purge(age, using=database, **which)
+        deleted = rows.purge()
         self.stdout.write(f"Deleted {deleted} events older than {days:g} days.")

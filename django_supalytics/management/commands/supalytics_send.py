@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from ... import delivery
+from ...backends import get_backend
 from ...client import Kind
 from ...exceptions import InvalidEvent
 from ...tracking import build_event, track
@@ -15,7 +16,7 @@ from ._common import parse_metadata, usage_error
 
 class Command(BaseCommand):
     help = (
-        "Track one event, to check a set-up. By default it is queued for the Celery worker "
+        "Track one event, to check a set-up. By default it is handed to the DELIVERY_BACKEND "
         "like any other; with --now it is sent from this process and the answer is printed."
     )
 
@@ -51,10 +52,13 @@ class Command(BaseCommand):
                     event = track(name, visitor_id=visitor_id, metadata=parse_metadata(metadata))
         except InvalidEvent as exc:
             raise usage_error(f"invalid event: {exc}") from exc
+        if event.pk is None:  # SUPPRESSION = "drop" for this visitor
+            self.stdout.write(f"Not tracked: visitor {visitor_id!r} is suppressed.")
+            return
         self.stdout.write(f"Tracked {event.name} as {event.uuid}:")
         self.stdout.write(json.dumps(event.payload, indent=2))
         if not now:
-            self.stdout.write("Queued for the Celery worker.")
+            self.stdout.write(f"Queued for {get_backend().delivered_by}.")
             return
         result = delivery.deliver(event.pk)
         event.refresh_from_db()

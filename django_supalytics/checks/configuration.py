@@ -1,7 +1,8 @@
-"""System checks: one stable ID for each way to misconfigure the app (``docs/settings.md``)."""
+"""Checks of the ``SUPALYTICS`` setting itself: its keys, values, endpoint, cache and backend."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from typing import Any
@@ -9,10 +10,10 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
-from django.db import connections
 
-from .client import api_key_problem
-from .conf import DEFAULTS, conf
+from ..client import api_key_problem
+from ..conf import DEFAULTS, conf
+from .project import user_field_errors
 
 PER_PROCESS_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -20,14 +21,10 @@ PER_PROCESS_CACHES = (
 )
 NUMBERS = {
     "RATE_LIMIT": 1.0,
-    "CONNECT_TIMEOUT": 0.001,
-    "READ_TIMEOUT": 0.001,
+    "REQUEST_TIMEOUT": 0.001,
     "MAX_ATTEMPTS": 1,
     "BACKOFF_BASE": 0.001,
     "BACKOFF_MAX": 0.001,
-    "RATE_LIMIT_WAIT_MAX": 0.001,
-    "OUTAGE_THRESHOLD": 1,
-    "OUTAGE_PROBE_BASE": 0.001,
     "OUTAGE_PROBE_MAX": 0.001,
     "MAX_COUNTDOWN": 0.0,
     "LEASE_SECONDS": 1.0,
@@ -35,19 +32,32 @@ NUMBERS = {
     "BATCH_SIZE": 1,
     "SEND_CONCURRENCY": 1,
     "RETENTION_DAYS": 0.0,
-    "PURGE_BATCH_SIZE": 1,
+    "HEALTH_MAX_LAG": 1.0,
+}
+#: Keys that were replaced, and by what (named in E002's hint).
+REPLACED = {
+    "CONNECT_TIMEOUT": "REQUEST_TIMEOUT",
+    "READ_TIMEOUT": "REQUEST_TIMEOUT",
+    "OUTAGE_THRESHOLD": "a fixed 3 failures in a row",
+    "OUTAGE_PROBE_BASE": "a fixed 1 s (OUTAGE_PROBE_MAX bounds it)",
+    "RATE_LIMIT_WAIT_MAX": "a fixed 60 s",
+    "PURGE_BATCH_SIZE": "a fixed 1,000 rows per DELETE (supalytics_purge)",
 }
 #: An HTTP token (RFC 9110, section 5.6.2): what a header or cookie name may be made of.
 HTTP_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: Field names that hold secrets or account data, never a visitor ID or metadata to send.
-SENSITIVE_NAME_RE = re.compile(
-    r"password|passwd|secret|token|api_?key|salt|otp|^is_|^last_login$|^date_joined$", re.I
-)
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "testserver"}
 
 
 def _is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
+    """A loopback address (by ``ipaddress``, so ``127.attacker.example`` is not one), or exactly
+    ``localhost`` / ``*.localhost`` / ``testserver``."""
+    name = host.lower().rstrip(".")
+    if name in LOOPBACK_HOSTS or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 REDIS_CACHES = (
@@ -79,9 +89,8 @@ def _check_limiter_cache(alias: str, backend: str) -> list[CheckMessage]:
 
 @register(Tags.security)
 def check_endpoint_security(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    endpoint = (
-        conf.raw.get("ENDPOINT", DEFAULTS["ENDPOINT"]) if isinstance(conf.raw, dict) else None
-    )
+    raw = conf.raw
+    endpoint = raw.get("ENDPOINT", DEFAULTS["ENDPOINT"]) if isinstance(raw, dict) else None
     parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
     if parts and parts.scheme == "http" and parts.hostname and not _is_loopback(parts.hostname):
         return [
@@ -103,10 +112,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors: list[CheckMessage] = []
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
+        replaced = [f"{key} by {REPLACED[key]}" for key in unknown if key in REPLACED]
         errors.append(
             Error(
                 f"SUPALYTICS has unknown keys: {', '.join(map(str, unknown))}.",
-                hint="See docs/settings.md for the keys there are.",
+                hint=(f"Replaced: {', '.join(replaced)}. " if replaced else "")
+                + "See docs/settings.md for the keys there are.",
                 id="supalytics.E002",
             )
         )
@@ -223,7 +234,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="supalytics.E015",
             )
         )
-    errors.extend(_check_user_field(raw.get("USER_FIELD")))
+    max_age = raw.get("MAX_AGE", DEFAULTS["MAX_AGE"])
+    if not isinstance(max_age, dict) or not all(
+        isinstance(name, str)
+        and not isinstance(age, bool)
+        and isinstance(age, int | float)
+        and math.isfinite(age)
+        and age > 0
+        for name, age in max_age.items()
+    ):
+        errors.append(
+            Error(
+                f"SUPALYTICS['MAX_AGE'] must map event names to seconds (> 0), not {max_age!r}.",
+                hint='For example {"page_viewed": 86400}: such rows a day old are not sent.',
+                id="supalytics.E022",
+            )
+        )
+    token = raw.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        errors.append(
+            Error(
+                "SUPALYTICS['METRICS_TOKEN'] must be a non-empty string or None.",
+                hint="A scraper sends it as 'Authorization: Bearer <token>' to metrics/.",
+                id="supalytics.E023",
+            )
+        )
+    suppression, gpc = raw.get("SUPPRESSION", "off"), raw.get("HONOR_GPC", False)
+    if suppression not in ("off", "anonymize", "drop") or not isinstance(gpc, bool):
+        text = f"'off', 'anonymize' or 'drop' and HONOR_GPC a bool, not {suppression!r}, {gpc!r}"
+        errors.append(Error(f"SUPALYTICS['SUPPRESSION'] must be {text}.", id="supalytics.E024"))
+    errors.extend(user_field_errors(raw.get("USER_FIELD")))
     for name, check_id in (("HEADER_NAME", "supalytics.E012"), ("COOKIE_NAME", "supalytics.E013")):
         value = raw.get(name, DEFAULTS[name])
         if not isinstance(value, str) or not HTTP_TOKEN_RE.fullmatch(value):
@@ -238,194 +278,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return errors
 
 
-def sensitive_field(model: Any, name: str) -> bool:
-    """True for a field of ``model`` that holds a secret or account data."""
-    if SENSITIVE_NAME_RE.search(name):
-        return True
-    account = {
-        getattr(model, "USERNAME_FIELD", None),
-        getattr(model, "EMAIL_FIELD", None),
-        *getattr(model, "REQUIRED_FIELDS", ()),
-    }
-    return name in account
-
-
-@register(Tags.database)
-def check_skip_locked(
-    app_configs: Any = None, databases: Any = None, **kwargs: Any
-) -> list[CheckMessage]:
-    """The outbox's databases must skip locked rows (or have no row locks at all, as SQLite),
-    or every claim would raise ``NotSupportedError``. Run by ``migrate`` and
-    ``check --database``."""
-    from .delivery import outbox_aliases
-
-    errors: list[CheckMessage] = []
-    for alias in outbox_aliases():
-        if databases is None or alias not in databases:
-            continue
-        connection = connections[alias]
-        features = connection.features
-        if features.has_select_for_update and not features.has_select_for_update_skip_locked:
-            version = ".".join(map(str, connection.get_database_version()))
-            errors.append(
-                Error(
-                    f"The outbox's database {alias!r} is {connection.display_name} {version}, "
-                    "which has no SELECT ... FOR UPDATE SKIP LOCKED: workers could not claim "
-                    "events.",
-                    hint="Use PostgreSQL, MySQL 8.0.1+, MariaDB 10.6+ or SQLite.",
-                    id="supalytics.E014",
-                )
-            )
-    return errors
-
-
-def _check_user_field(field: Any) -> list[CheckMessage]:
-    if field is None:
-        return []
-    from django.contrib.auth import get_user_model
-    from django.core.exceptions import FieldDoesNotExist
-
-    model = get_user_model()
-    try:
-        model_field = model._meta.get_field(str(field))
-    except FieldDoesNotExist:
-        return [
-            Error(
-                f"SUPALYTICS['USER_FIELD'] is {field!r}, which is not a field of "
-                f"{model._meta.label}.",
-                id="supalytics.E009",
-            )
-        ]
-    from django.db import models
-
-    if (
-        model_field.is_relation
-        or not isinstance(model_field, models.CharField | models.TextField)
-        or getattr(model_field, "primary_key", False)
-        or sensitive_field(model, str(field))
-    ):
-        return [
-            Error(
-                f"SUPALYTICS['USER_FIELD'] is {field!r}: {model._meta.label}.{field} is not a "
-                "spare text field. The visitor ID would overwrite it, or be read from it.",
-                hint="Add a CharField(max_length=128, blank=True) for it, or leave USER_FIELD "
-                "unset to use VisitorIdentity.",
-                id="supalytics.E011",
-            )
-        ]
-    max_length = getattr(model_field, "max_length", None)
-    if max_length is not None and max_length < 128:
-        return [
-            Error(
-                f"{model._meta.label}.{field} holds {max_length} characters; "
-                "a visitor ID may have 128.",
-                id="supalytics.E019",
-            )
-        ]
-    return []
-
-
-@register(Tags.compatibility)
-def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    middleware = list(getattr(settings, "MIDDLEWARE", []) or [])
-    ours = "django_supalytics.middleware.VisitorIdMiddleware"
-    auth = "django.contrib.auth.middleware.AuthenticationMiddleware"
-    if (
-        ours in middleware
-        and auth in middleware
-        and middleware.index(ours) < middleware.index(auth)
-    ):
-        return [
-            Error(
-                "VisitorIdMiddleware must come after AuthenticationMiddleware in MIDDLEWARE, "
-                "so that it can store the visitor ID on the logged-in user.",
-                id="supalytics.E010",
-            )
-        ]
-    return []
-
-
-@register(Tags.compatibility)
-def check_sqlite_transactions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from django.db import router
-
-    from .models import OutboxEvent
-
-    alias = router.db_for_write(OutboxEvent) or "default"
-    database = getattr(settings, "DATABASES", {}).get(alias, {})
-    if not str(database.get("ENGINE", "")).endswith("sqlite3"):
-        return []
-    mode = str((database.get("OPTIONS") or {}).get("transaction_mode") or "DEFERRED")
-    if mode.upper() == "IMMEDIATE":
-        return []
-    return [
-        Warning(
-            f"The outbox is in the SQLite database {alias!r}, whose transactions are "
-            f"{mode.upper()}: with several worker processes, claims fail with "
-            "'database is locked'.",
-            hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = "
-            '{"transaction_mode": "IMMEDIATE", "timeout": 20}.',
-            id="supalytics.W003",
-        )
-    ]
-
-
-DELIVERY_BACKENDS = ("celery", "django_tasks", "none")
-
-
 @register(Tags.compatibility)
 def check_delivery_backend(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    backend = conf.DELIVERY_BACKEND
-    if backend not in DELIVERY_BACKENDS:
+    """E016: DELIVERY_BACKEND names no backend; else the backend's own checks."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from ..backends import backend_class
+
+    try:
+        backend = backend_class(conf.DELIVERY_BACKEND)()
+    except ImproperlyConfigured as exc:
         return [
             Error(
-                f"SUPALYTICS['DELIVERY_BACKEND'] is {backend!r}; it must be one of "
-                f"{', '.join(map(repr, DELIVERY_BACKENDS))}.",
+                str(exc),
+                hint="An alias ('celery', 'django_tasks', 'cron', 'locmem') or the dotted "
+                "path of a subclass of django_supalytics.backends.BaseDeliveryBackend.",
                 id="supalytics.E016",
             )
         ]
-    if backend == "django_tasks":
-        return _check_tasks_framework()
-    if backend == "celery":
-        from celery import current_app
-
-        if current_app.main in (None, "default"):
-            return [
-                Warning(
-                    "DELIVERY_BACKEND is 'celery', but no Celery app is configured: "
-                    "deliveries would go to Celery's default app and broker.",
-                    hint="Define a Celery app that reads Django's settings and calls "
-                    "autodiscover_tasks(), or choose DELIVERY_BACKEND 'django_tasks' or 'none'.",
-                    id="supalytics.W005",
-                )
-            ]
-    return []
-
-
-def _check_tasks_framework() -> list[CheckMessage]:
-    from importlib.util import find_spec
-
-    if find_spec("django.tasks") is None and find_spec("django_tasks") is None:
-        return [
-            Error(
-                "DELIVERY_BACKEND is 'django_tasks', but Django's Tasks framework is not "
-                "available (it comes with Django 6.0).",
-                hint="Upgrade to Django 6.0+, or on Django 5.2 pip install django-tasks "
-                "(the backport) and add 'django_tasks' to INSTALLED_APPS.",
-                id="supalytics.E017",
-            )
-        ]
-    try:
-        from .tasks_framework import deliver_events
-
-        deliver_events.get_backend()
-    except Exception as exc:
-        return [
-            Error(
-                f"DELIVERY_BACKEND is 'django_tasks', but the TASKS backend cannot be "
-                f"loaded: {exc}",
-                hint="Configure settings.TASKS, e.g. django-tasks-db's DatabaseBackend.",
-                id="supalytics.E018",
-            )
-        ]
-    return []
+    return backend.check()
