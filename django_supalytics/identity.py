@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Model, TextField
-from django.db.models.functions import Cast
+from django.db.models import Model
 from django.utils import timezone
 
 from .conf import conf
-from .models import OutboxEvent, VisitorIdentity
+from .models import VisitorIdentity
 from .validation import is_valid_visitor_id, validate_visitor_id
 
 logger = logging.getLogger("django_supalytics")
@@ -107,68 +105,6 @@ def link_visitor(user: Any, visitor_id: str) -> bool:
     if identity.visitor_id == visitor_id and now - identity.last_seen > LAST_SEEN_RESOLUTION:
         VisitorIdentity.objects.filter(pk=identity.pk).update(last_seen=now)
     return False
-
-
-def forget_visitor(visitor_id: str) -> dict[str, int]:
-    """Remove ``visitor_id`` from stored identities and from every outbox row.
-
-    Rows of any status lose it: pending ones are sent without it, sent ones kept for
-    ``RETENTION_DAYS`` no longer hold it. Metadata entries whose key or string value contains
-    it are removed. Returns ``{"identities": n, "events": n, "metadata": n}`` (rows changed).
-    Events the API already accepted are beyond reach: ask Supalytics to erase those.
-    """
-    counts = {"identities": 0, "events": 0, "metadata": 0}
-    if not visitor_id:
-        return counts
-    with transaction.atomic():
-        field = conf.USER_FIELD
-        if field:
-            from django.contrib.auth import get_user_model
-
-            model = get_user_model()
-            empty = None if model._meta.get_field(field).null else ""
-            counts["identities"] = model._default_manager.filter(**{field: visitor_id}).update(
-                **{field: empty}
-            )
-        else:
-            counts["identities"] = VisitorIdentity.objects.filter(visitor_id=visitor_id).delete()[0]
-        counts["events"] = OutboxEvent.objects.filter(visitor_id=visitor_id).update(visitor_id="")
-        counts["metadata"] = _forget_in_metadata(visitor_id)
-    return counts
-
-
-def _forget_in_metadata(visitor_id: str) -> int:
-    # The JSON text of the metadata holds the ID as json.dumps writes it (quotes escaped), on
-    # PostgreSQL's jsonb as on SQLite; Python then removes exactly the entries that hold it.
-    needle = json.dumps(visitor_id)[1:-1]
-    rows = (
-        OutboxEvent.objects.annotate(_metadata_text=Cast("metadata", TextField()))
-        .filter(_metadata_text__contains=needle)
-        .only("pk", "metadata")
-        .select_for_update()
-    )
-    changed = 0
-    for row in rows:
-        metadata = row.metadata if isinstance(row.metadata, dict) else {}
-        kept = {
-            key: value
-            for key, value in metadata.items()
-            if visitor_id not in key and not (isinstance(value, str) and visitor_id in value)
-        }
-        if kept != metadata:
-            OutboxEvent.objects.filter(pk=row.pk).update(metadata=kept)
-            changed += 1
-    return changed
-
-
-def forget_user(user: Any) -> None:
-    """What deleting a user does (``pre_delete``): forget its stored visitor ID everywhere,
-    and blank the visitor ID of every outbox row linked to it."""
-    stored = get_visitor_id(user) if user.pk else None
-    with transaction.atomic():
-        OutboxEvent.objects.filter(user_id=user.pk).exclude(visitor_id="").update(visitor_id="")
-        if stored:
-            forget_visitor(stored)
 
 
 def link_request_visitor(request: Any, user: Any = None) -> bool:

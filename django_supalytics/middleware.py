@@ -11,7 +11,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponseBase
 
 from .conf import conf
-from .identity import link_request_visitor
+from .identity import _linked_already, is_authenticated, link_request_visitor
 from .validation import is_valid_visitor_id
 
 logger = logging.getLogger("django_supalytics")
@@ -27,7 +27,15 @@ class SupalyticsDetails:
         self.request = request
 
     @cached_property
+    def gpc(self) -> bool:
+        """The request sends ``Sec-GPC: 1`` and ``HONOR_GPC`` is on: it is treated as from a
+        suppressed visitor (no visitor ID; ``track()`` anonymizes or drops its events)."""
+        return conf.HONOR_GPC and self.request.headers.get("Sec-GPC", "").strip() == "1"
+
+    @cached_property
     def _found(self) -> tuple[str | None, str | None]:
+        if self.gpc:
+            return None, None
         for source in conf.SOURCE_ORDER:
             if source == "header":
                 value = self.request.headers.get(conf.HEADER_NAME)
@@ -66,7 +74,8 @@ class SupalyticsDetails:
     def __repr__(self) -> str:
         # Never the ID itself: reprs end up on debug pages and in error trackers.
         state = "set" if self.visitor_id else "none"
-        return f"<SupalyticsDetails visitor_id={state} source={self.source!r}>"
+        gpc = " gpc" if self.gpc else ""
+        return f"<SupalyticsDetails visitor_id={state} source={self.source!r}{gpc}>"
 
 
 class VisitorIdMiddleware:
@@ -91,12 +100,26 @@ class VisitorIdMiddleware:
         details = SupalyticsDetails(request)
         request.supalytics = details  # type: ignore[attr-defined]
         if details.visitor_id:
-            link_request_visitor(request)
+            _link(request, details.visitor_id)
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         details = SupalyticsDetails(request)
         request.supalytics = details  # type: ignore[attr-defined]
         if details.visitor_id:
-            await sync_to_async(link_request_visitor)(request)
+            await sync_to_async(_link)(request, details.visitor_id)
         return await self.get_response(request)  # type: ignore[misc, no-any-return]
+
+
+def _link(request: HttpRequest, visitor_id: str) -> None:
+    """``link_request_visitor``, unless the ID is suppressed: looked up only when a link is
+    due (a logged-in user whose session has not linked it), so most requests cost no query."""
+    user = getattr(request, "user", None)
+    if not is_authenticated(user) or _linked_already(
+        getattr(request, "session", None), user, visitor_id
+    ):
+        return
+    from .forgetting import is_suppressed
+
+    if conf.SUPPRESSION == "off" or not is_suppressed(visitor_id):
+        link_request_visitor(request)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import Any, TypeAlias
 
 from django.core.exceptions import ValidationError
@@ -93,6 +95,60 @@ def visitor_id_validator(value: object) -> None:
         raise ValidationError(f"A visitor ID {exc.message}.", code="invalid_visitor_id") from None
 
 
+class ExactNumber(float):
+    """A number kept with its exact digits: ``text`` is its JSON text, as ``Decimal("29.90")``
+    gives ``"29.90"``. A ``float`` everywhere else (it compares, hashes and adds as one), so
+    code that reads ``metadata`` or ``json.dumps`` it keeps working; ``MetadataEncoder``
+    writes ``text`` itself."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> ExactNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[type[ExactNumber], tuple[str]]:
+        return (ExactNumber, (self.text,))
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+
+#: Past this exponent or this many digits a number is refused before it is written out (the
+#: text of ``Decimal("1e999999")`` would take a million characters to reach the same answer).
+_DIGITS_MAX = 1000
+
+
+def _number_text(value: Decimal) -> str | None:
+    """A finite ``Decimal``'s JSON text as PostgreSQL's ``jsonb`` gives it back (``numeric``:
+    every digit, no exponent: ``1e300`` is 301 digits), or None when that is surely too long."""
+    digits, exponent = value.as_tuple()[1:]
+    assert isinstance(exponent, int)
+    if abs(exponent) > _DIGITS_MAX or len(digits) > _DIGITS_MAX:
+        return None
+    return format(value, "f")
+
+
+def _exact(key: str, value: Decimal) -> int | ExactNumber:
+    """A ``Decimal`` as a metadata value: an ``int`` when it has no fraction digits, else an
+    ``ExactNumber`` with the digits it has (``29.90`` stays ``29.90``)."""
+    if not value.is_finite():
+        raise InvalidEvent("metadata", f"value of {key!r} must be a finite number")
+    text = _number_text(value)
+    if text is None or len(text) > METADATA_VALUE_MAX_LENGTH:
+        raise InvalidEvent(
+            "metadata",
+            f"value of {key!r} is {len(text) if text else 'over 1000'} characters as the "
+            f"database gives it back; at most {METADATA_VALUE_MAX_LENGTH}",
+        )
+    exponent = value.as_tuple()[2]
+    return int(value) if isinstance(exponent, int) and exponent >= 0 else ExactNumber(text)
+
+
 def _value_length(value: MetadataValue) -> int:
     # A number or boolean counts by the length of its JSON text ("true", "29", "1.5").
     if isinstance(value, str):
@@ -103,7 +159,9 @@ def _value_length(value: MetadataValue) -> int:
     return len(json.dumps(value))
 
 
-def validate_metadata(metadata: object) -> Metadata:
+def validate_metadata(metadata: object, stored: bool = False) -> Metadata:
+    """The metadata as the API accepts it; ``stored``: also as the outbox gives it back (a
+    float whose digits PostgreSQL's jsonb writes out past the limit is refused: ``track()``)."""
     if not isinstance(metadata, Mapping):
         raise InvalidEvent("metadata", f"must be an object, not {type(metadata).__name__}")
     if len(metadata) > METADATA_MAX_KEYS:
@@ -123,6 +181,11 @@ def validate_metadata(metadata: object) -> Metadata:
                 "metadata",
                 f"key {key[:20]!r}... is {len(key)} characters; at most {METADATA_KEY_MAX_LENGTH}",
             )
+        if isinstance(value, ExactNumber):
+            value = Decimal(value.text)
+        if isinstance(value, Decimal):
+            clean[key] = _exact(key, value)
+            continue
         if value is None or not isinstance(value, str | int | float | bool):
             raise InvalidEvent(
                 "metadata",
@@ -132,6 +195,8 @@ def validate_metadata(metadata: object) -> Metadata:
             raise InvalidEvent("metadata", f"value of {key!r} {problem}")
         if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
             raise InvalidEvent("metadata", f"value of {key!r} must be a finite number")
+        if stored and isinstance(value, float):
+            _exact(key, Decimal(repr(value)))  # 1e300 comes back from jsonb as 301 digits
         length = _value_length(value)
         if length > METADATA_VALUE_MAX_LENGTH:
             raise InvalidEvent(
@@ -157,3 +222,43 @@ def validate_payload(payload: Any) -> dict[str, Any]:
     if "metadata" in payload:
         body["metadata"] = validate_metadata(payload["metadata"])
     return body
+
+
+class MetadataEncoder(json.JSONEncoder):
+    """JSON with every ``ExactNumber`` written as its exact digits (``29.90``, not ``29.9``):
+    the metadata column's encoder, and the client's for the request body."""
+
+    def iterencode(self, o: Any, _one_shot: bool = False) -> Iterator[str]:
+        texts: dict[str, str] = {}
+        marked = _mark(o, texts, uuid.uuid4().hex)
+        for chunk in super().iterencode(marked, _one_shot):
+            for mark, text in texts.items():
+                chunk = chunk.replace(f'"{mark}"', text)
+            yield chunk
+
+
+def _mark(value: Any, texts: dict[str, str], salt: str) -> Any:
+    # Each ExactNumber becomes a string no data holds, replaced by its digits once written.
+    if isinstance(value, ExactNumber):
+        mark = f"exact-number-{salt}-{len(texts)}"
+        texts[mark] = value.text
+        return mark
+    if isinstance(value, dict):
+        return {key: _mark(item, texts, salt) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mark(item, texts, salt) for item in value]
+    return value
+
+
+def _parse_float(text: str) -> float:
+    number = float(text)
+    return number if repr(number) == text else ExactNumber(text)
+
+
+class MetadataDecoder(json.JSONDecoder):
+    """JSON whose numbers keep their digits: one a ``float`` would change (``29.90``, the
+    ``0.0000001`` PostgreSQL gives back for ``1e-07``) is read as an ``ExactNumber``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parse_float", _parse_float)
+        super().__init__(*args, **kwargs)

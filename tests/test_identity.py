@@ -39,7 +39,13 @@ def test_forget_visitor_removes_identities_and_every_event_row(django_user_model
     sent = track("b", visitor_id="gone")
     OutboxEvent.objects.filter(pk=sent.pk).update(status="sent")
     other = track("c", visitor_id="kept")
-    assert forget_visitor("gone") == {"identities": 1, "events": 2, "metadata": 0}
+    assert forget_visitor("gone") == {
+        "identities": 1,
+        "events": 2,
+        "metadata": 0,
+        "received": 0,
+        "history": 0,
+    }
     assert not VisitorIdentity.objects.exists()
     assert OutboxEvent.objects.get(pk=pending.pk).visitor_id == ""
     # A sent row kept for RETENTION_DAYS no longer holds it either.
@@ -56,7 +62,8 @@ def test_forget_visitor_removes_metadata_entries_that_hold_the_id():
     OutboxEvent.objects.filter(pk=held.pk).update(status="sent")
     other = track("checkout", metadata={"supalytics_visitor_id": "v-kept", "plan": "pro"})
     assert forget_visitor(vid)["metadata"] == 1
-    assert OutboxEvent.objects.get(pk=held.pk).metadata == {"plan": "pro"}
+    # Entries equal to the ID (as a value or a key) go; one that merely contains it stays.
+    assert OutboxEvent.objects.get(pk=held.pk).metadata == {"ref": f"cart-{vid}", "plan": "pro"}
     assert OutboxEvent.objects.get(pk=other.pk).metadata == {
         "supalytics_visitor_id": "v-kept",
         "plan": "pro",
@@ -123,3 +130,95 @@ def test_forget_visitor_with_a_user_field(django_user_model, settings):
     django_user_model.objects.create(username="u", last_name="gone")
     assert forget_visitor("gone")["identities"] == 1
     assert not django_user_model.objects.filter(last_name="gone").exists()
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_forget_visitor_covers_every_outbox_database(settings):
+    """OUTBOX_DATABASES (track(using=...)) and an outbox routed to another database: each is
+    forgotten in its own transaction (no TransactionManagementError)."""
+    from django.db import transaction
+
+    from tests.routers import OutboxRouter
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "OUTBOX_DATABASES": ["other"]}
+    with transaction.atomic(using="other"):
+        elsewhere = track("e", visitor_id="gone", metadata={"ref": "gone"}, using="other")
+    here = track("e", visitor_id="gone")
+    counts = forget_visitor("gone")
+    assert (counts["identities"], counts["events"], counts["metadata"]) == (0, 2, 1)
+    assert OutboxEvent.objects.using("other").get(pk=elsewhere.pk).visitor_id == ""
+    assert OutboxEvent.objects.using("other").get(pk=elsewhere.pk).metadata == {}
+    assert OutboxEvent.objects.get(pk=here.pk).visitor_id == ""
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "OUTBOX_DATABASES": []}
+    settings.DATABASE_ROUTERS = [OutboxRouter("other")]
+    routed = track("e", visitor_id="gone2", metadata={"ref": "gone2"})
+    assert forget_visitor("gone2")["events"] == 1
+    assert OutboxEvent.objects.using("other").get(pk=routed.pk).metadata == {}
+
+
+def test_forget_visitor_leaves_other_visitors_metadata_that_merely_contains_the_id():
+    """The security review's case: forget_visitor("a") wiped "plan" and "amount" of others."""
+    others = [
+        track("paid", visitor_id=f"v{i}", metadata={"plan": "basic", "amount": 29, "ref": "a-1"})
+        for i in range(3)
+    ]
+    mine = track("paid", visitor_id="a", metadata={"plan": "pro", "copied_vid": "a"})
+    assert forget_visitor("a")["metadata"] == 1
+    for row in others:
+        assert OutboxEvent.objects.get(pk=row.pk).metadata == {
+            "plan": "basic",
+            "amount": 29,
+            "ref": "a-1",
+        }
+    assert OutboxEvent.objects.get(pk=mine.pk).metadata == {"plan": "pro"}
+
+
+def test_forget_visitor_works_in_bounded_batches(monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_supalytics import forgetting
+
+    monkeypatch.setattr(forgetting, "FORGET_BATCH_SIZE", 2)
+    rows = [track("e", visitor_id="gone", metadata={"who": "gone", "n": i}) for i in range(5)]
+    with CaptureQueriesContext(connection) as queries:
+        counts = forget_visitor("gone")
+    assert (counts["events"], counts["metadata"]) == (5, 5)
+    assert {OutboxEvent.objects.get(pk=r.pk).visitor_id for r in rows} == {""}
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    blanking = [sql for sql in updates if "visitor_id" in sql.split("WHERE")[0]]
+    assert len(blanking) == 3  # 2 + 2 + 1 rows: no statement holds the whole history
+
+
+def test_forget_visitor_reaches_the_receivers_events_and_the_admin_history(django_user_model):
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    from django_supalytics.receiver.models import ReceivedEvent
+
+    user = django_user_model.objects.create(username="u")
+    link_visitor(user, "gone")
+    identity = VisitorIdentity.objects.get(user=user)
+    kind = ContentType.objects.get_for_model(VisitorIdentity)
+    for repr_ in (str(identity), "u → gone-not"):
+        LogEntry.objects.create(
+            user=user,
+            content_type=kind,
+            object_id=str(identity.pk),
+            object_repr=repr_,
+            action_flag=CHANGE,
+        )
+    stored = ReceivedEvent.objects.create(
+        name="e",
+        visitor_id="gone",
+        metadata={"vid": "gone", "plan": "pro"},
+        idempotency_key="k1",
+        key_id="abc",
+        key_prefix="sly_test",
+    )
+    counts = forget_visitor("gone")
+    assert (counts["received"], counts["history"]) == (2, 1)
+    stored.refresh_from_db()
+    assert (stored.visitor_id, stored.metadata) == ("", {"plan": "pro"})
+    reprs = set(LogEntry.objects.values_list("object_repr", flat=True))
+    assert reprs == {"u → [forgotten]", "u → gone-not"}

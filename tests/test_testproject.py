@@ -71,6 +71,17 @@ def test_webhook_without_a_browser(supalytics_events, client):
     supalytics_events.assert_tracked("payment_succeeded", visitor_id="")
 
 
+@pytest.mark.parametrize("body", ["[]", '"x"', "3", "null", '{"metadata": "v9"}'])
+def test_webhook_refuses_a_body_that_is_not_a_payment_object(supalytics_events, client, body):
+    response = client.post("/webhooks/payment/", body, content_type="application/json")
+    if body.startswith("{"):
+        assert response.status_code == 200  # a metadata that is not an object: no visitor
+        supalytics_events.assert_tracked("payment_succeeded", visitor_id="")
+    else:
+        assert response.status_code == 400
+        supalytics_events.assert_not_tracked("payment_succeeded")
+
+
 def test_periodic_task_tracks_without_a_visitor(supalytics_events, django_user_model):
     django_user_model.objects.create(username="a")
     daily_report()

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 import pytest
 
 from django_supalytics import InvalidEvent
@@ -122,3 +124,64 @@ def test_payload_not_an_object_is_invalid_json():
     with pytest.raises(InvalidEvent) as info:
         validate_payload(["name"])
     assert info.value.code == "invalid_json"
+
+
+def test_a_decimal_is_kept_with_its_exact_digits():
+    from django_supalytics.validation import ExactNumber
+
+    clean = validate_metadata({"price": Decimal("29.90"), "seats": Decimal("30"), "n": 2})
+    assert clean == {"price": 29.9, "seats": 30, "n": 2}
+    assert isinstance(clean["price"], ExactNumber) and clean["price"].text == "29.90"
+    assert type(clean["seats"]) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "length"),
+    [
+        (1e300, 301),  # jsonb gives back 1 and 300 zeros
+        (-1.5e254, 256),
+        (5e-324, 326),  # 0.000...5
+        (Decimal("1E+300"), 301),
+        (Decimal("-0." + "0" * 254 + "1"), 258),
+        (Decimal("1E+999999"), "over 1000"),  # refused before it is written out
+    ],
+)
+def test_a_number_the_database_gives_back_too_long_is_refused(value, length):
+    with pytest.raises(InvalidEvent, match=f"value of 'amount' is {length} characters") as info:
+        validate_metadata({"amount": value}, stored=True)
+    assert info.value.field == "metadata"
+
+
+def test_a_number_the_database_gives_back_within_the_limit_passes():
+    assert validate_metadata({"a": 1e253, "b": 1e-253, "c": Decimal("1E+254")}, stored=True)
+
+
+def test_the_apis_rule_counts_a_float_by_its_json_text():
+    """The receiver (the API's rule) takes 1e300 as sent: six characters of JSON text; only the
+    outbox, whose database writes it out in full, refuses it (``stored``, at ``track()``)."""
+    assert validate_metadata({"amount": 1e300}) == {"amount": 1e300}
+    assert validate_metadata({"amount": 1.7976931348623157e308}) == {
+        "amount": 1.7976931348623157e308
+    }
+
+
+@pytest.mark.parametrize("text", ["NaN", "-Infinity", "sNaN"])
+def test_a_decimal_that_is_not_finite_is_refused(text):
+    with pytest.raises(InvalidEvent, match="must be a finite number") as info:
+        validate_metadata({"amount": Decimal(text)})
+    assert info.value.field == "metadata"
+
+
+def test_the_metadata_encoder_writes_exact_digits_and_the_decoder_keeps_them():
+    import json
+
+    from django_supalytics.validation import ExactNumber, MetadataDecoder, MetadataEncoder
+
+    clean = validate_metadata({"price": Decimal("29.90"), "ratio": 0.1, "tiny": Decimal("1E-7")})
+    text = json.dumps(clean, cls=MetadataEncoder)
+    assert text == '{"price": 29.90, "ratio": 0.1, "tiny": 0.0000001}'
+    back = json.loads(text, cls=MetadataDecoder)
+    assert back == clean and type(back["ratio"]) is float
+    assert [back["price"].text, back["tiny"].text] == ["29.90", "0.0000001"]
+    assert json.dumps(back) == '{"price": 29.9, "ratio": 0.1, "tiny": 1e-07}'  # still a float
+    assert isinstance(json.loads("[0.0000001]", cls=MetadataDecoder)[0], ExactNumber)

@@ -97,8 +97,11 @@ def payment_webhook(request: HttpRequest) -> HttpResponse:
         payload = json.loads(request.body)
     except ValueError:
         return HttpResponseBadRequest("not JSON")
+    if not isinstance(payload, dict):
+        return HttpResponseBadRequest("not a JSON object")
     metadata = {"amount": payload.get("amount", 0), "currency": payload.get("currency", "USD")}
-    visitor_id = (payload.get("metadata") or {}).get("supalytics_visitor_id")
+    extra = payload.get("metadata")
+    visitor_id = extra.get("supalytics_visitor_id") if isinstance(extra, dict) else None
     track("payment_succeeded", visitor_id=visitor_id, metadata=metadata)
     return JsonResponse({"received": True})
 
