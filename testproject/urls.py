@@ -14,6 +14,8 @@ urlpatterns = [
     path("webhooks/payment/", views.payment_webhook, name="payment-webhook"),
     path("async/upgrade/", views.async_upgrade, name="async-upgrade"),
     path("admin/", admin.site.urls),
+    # health/ and metrics/ (docs/operations.md#health-and-metrics).
+    path("supalytics/", include("django_supalytics.urls")),
     # The mock Supalytics API: the site is its own receiver in development.
     path("", include("django_supalytics.receiver.urls")),
 ]
