@@ -2,111 +2,87 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import timedelta
-from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
-from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.timesince import timesince
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
+from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
 
-from . import stats
+from . import admin_views, bulk, health, stats
+from .admin_list import (
+    DatabaseFilter,
+    EstimatedCountPaginator,
+    LaneFilter,
+    StatusCodeFilter,
+    ago,
+    badge,
+    breakable,
+    outbox_database,
+    retry_hint,
+    span,
+    until,
+)
 from .chart import hourly_svg
-from .dispatch import publish
-from .models import OutboxEvent, VisitorIdentity, db_now, outbox_alias
+from .models import OutboxEvent, SuppressedVisitor, VisitorIdentity
 
 if TYPE_CHECKING:
     _OutboxEventAdmin = admin.ModelAdmin[OutboxEvent]
     _VisitorIdentityAdmin = admin.ModelAdmin[VisitorIdentity]
+    _SuppressedVisitorAdmin = admin.ModelAdmin[SuppressedVisitor]
 else:
     _OutboxEventAdmin = admin.ModelAdmin
     _VisitorIdentityAdmin = admin.ModelAdmin
+    _SuppressedVisitorAdmin = admin.ModelAdmin
 
 Status = OutboxEvent.Status
 
 
-class StatusCodeFilter(admin.SimpleListFilter):
-    """Fixed choices: listing the codes present would scan the whole table."""
-
-    title = "last status code"
-    parameter_name = "code"
-    CHOICES = {
-        "2xx": Q(last_status_code__gte=200, last_status_code__lt=300),
-        "429": Q(last_status_code=429),
-        "4xx": Q(last_status_code__gte=400, last_status_code__lt=500) & ~Q(last_status_code=429),
-        "5xx": Q(last_status_code__gte=500),
-        "none": Q(last_status_code__isnull=True),
-    }
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        labels = {"429": "429 (rate limited)", "none": "no answer"}
-        return [(key, labels.get(key, key)) for key in self.CHOICES]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(self.CHOICES[value]) if value in self.CHOICES else queryset
-
-
-class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]
-    """The unfiltered list of a large outbox is counted from the planner's estimate: an exact
-    COUNT(*) reads every retained row."""
-
-    @cached_property
-    def count(self) -> int:
-        query = getattr(self.object_list, "query", None)
-        if query is not None and not query.where:
-            estimate = stats.estimated_rows(getattr(self.object_list, "db", None))
-            if estimate is not None:
-                return estimate
-        return super().count
-
-
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(_OutboxEventAdmin):
+    # Fits 1,280 px beside the navigation and the filters: the visitor ID, the UUID and the
+    # rest are on the event's page.
     list_display = [
-        "name",
-        "visitor_id",
-        "status",
-        "attempts",
-        "last_status_code",
+        "event_name",
+        "status_badge",
+        "lane",
+        "tries",
+        "last_code",
         "age",
-        "next_attempt_at",
+        "next_step",
     ]
+    # Sorting by another column would read every row of a large outbox.
+    sortable_by = ["event_name", "age"]
     # No filter by name: listing the names present would read every row. Search instead.
-    list_filter = ["status", StatusCodeFilter, "created_at"]
+    list_filter = ["status", LaneFilter, StatusCodeFilter, "created_at", DatabaseFilter]
     search_fields = ["uuid", "name", "visitor_id"]
-    search_help_text = "An event's UUID, or an exact event name or visitor ID."
+    search_help_text = (
+        "An event's UUID (its Idempotency-Key), or an exact event name or visitor ID."
+    )
     paginator = EstimatedCountPaginator
     # No date_hierarchy: its links are found by a DISTINCT over every row of the period.
     actions = ["retry_now", "discard"]
     list_select_related = False
     show_full_result_count = False
-    fields = (
-        "uuid",
-        "name",
-        "visitor_id",
-        "user",
-        "status",
-        "payload_json",
-        "attempts",
-        "last_status_code",
-        "last_error",
-        "created_at",
-        "next_attempt_at",
-        "lease_expires_at",
-        "sent_at",
-    )
-    readonly_fields = fields
+
+    class Media:
+        css = {"all": ["django_supalytics/admin.css"]}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Nothing on a row is edited by hand, and saving its page would write every column
+        # over a worker's update: the page is read-only (view), with Retry now and Discard as
+        # its buttons. The list keeps the change permission (the retry action needs it).
+        return obj is None and super().has_change_permission(request)
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # Discard, not Django's "delete selected": it would delete rows a worker holds.
@@ -120,7 +96,7 @@ class OutboxEventAdmin(_OutboxEventAdmin):
         return actions
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OutboxEvent]:
-        return super().get_queryset(request).using(outbox_alias())
+        return super().get_queryset(request).using(outbox_database(request))
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[OutboxEvent], search_term: str
@@ -134,70 +110,119 @@ class OutboxEventAdmin(_OutboxEventAdmin):
         except ValueError:
             return queryset.filter(Q(name=term) | Q(visitor_id=term)), False
 
+    def get_urls(self) -> list[URLPattern]:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+
+        def view(function: Any, post_only: bool = False) -> Any:
+            def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                return function(self, request, *args, **kwargs)  # type: ignore[no-any-return]
+
+            return self.admin_site.admin_view(require_POST(bound) if post_only else bound)
+
+        # Before Django's own: its "<path:object_id>/" would take "12/retry/".
+        return [
+            path(
+                "retry-failed-since/",
+                view(admin_views.retry_since_view),
+                name=f"{info}_retry_since",
+            ),
+            path(
+                "<path:object_id>/retry/",
+                view(admin_views.retry_view, post_only=True),
+                name=f"{info}_retry",
+            ),
+            path(
+                "<path:object_id>/discard/",
+                view(admin_views.discard_view, post_only=True),
+                name=f"{info}_discard",
+            ),
+            *super().get_urls(),
+        ]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[()]:
+        return ()  # the event's page is laid out by its template (change_form.html)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: OutboxEvent | None = None,
+    ) -> HttpResponse:
+        context["show_delete"] = False  # Discard instead: never a row a worker holds
+        if obj is not None:
+            context["supalytics_event"] = admin_views.event_context(self, request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> Any:
-        figures = stats.summary()
-        oldest = (
-            timezone.now() - timedelta(seconds=figures.oldest_pending_age)
-            if figures.oldest_pending_age is not None
-            else None
-        )
+    ) -> HttpResponse:
+        alias = outbox_database(request)
+        figures = stats.summary(using=alias)
+        age = figures.oldest_pending_age
         context = {
             "supalytics_summary": figures,
-            "supalytics_oldest": oldest,
-            "supalytics_chart": hourly_svg(stats.hourly(24)),
+            "supalytics_oldest": span(age) if age is not None else None,
+            "supalytics_lanes": [
+                {"name": name, "due": lane.due, "eta": health.duration(lane.eta_seconds)}
+                for name, lane in health.health(using=alias).lanes.items()
+            ],
+            "supalytics_chart": hourly_svg(stats.hourly(24, using=alias)),
+            "supalytics_retry_since_url": (
+                admin_views.page_url(self, request, "retry_since")
+                if self.has_retry_permission(request)
+                else ""
+            ),
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra_context=context)
 
-    @admin.display(description="age", ordering="created_at")
-    def age(self, obj: OutboxEvent) -> str:
-        return timesince(obj.created_at, timezone.now())
+    @admin.display(description="name", ordering="name")
+    def event_name(self, obj: OutboxEvent) -> SafeString:
+        return breakable(obj.name)
 
-    @admin.display(description="payload as sent")
-    def payload_json(self, obj: OutboxEvent) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
+    @admin.display(description="status")
+    def status_badge(self, obj: OutboxEvent) -> SafeString:
+        return badge(obj.status)
+
+    @admin.display(description="lane")
+    def lane(self, obj: OutboxEvent) -> str:
+        return "bulk" if obj.priority == OutboxEvent.Priority.BULK else "live"
+
+    @admin.display(description="tries")
+    def tries(self, obj: OutboxEvent) -> int:
+        return obj.attempts
+
+    @admin.display(description="code")
+    def last_code(self, obj: OutboxEvent) -> int | None:
+        return obj.last_status_code  # None: no answer yet (shown as "-")
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: OutboxEvent) -> SafeString:
+        return ago(obj.created_at)
+
+    @admin.display(description="next", empty_value="")
+    def next_step(self, obj: OutboxEvent) -> SafeString | str:
+        # A pending row's next attempt; for a failed one, whether a retry can help (or the
+        # setting to fix first). Nothing comes next for the others.
+        if obj.status == Status.PENDING:
+            return until(obj.next_attempt_at)
+        return retry_hint(obj) if obj.status == Status.FAILED else ""
 
     @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
-        alias = outbox_alias()
-        retryable = Q(status=Status.FAILED) | Q(status=Status.PENDING)
-        with transaction.atomic(using=alias):
-            # Lock the rows (where the backend can), and re-check the status in the UPDATE
-            # itself: a row a worker claimed or sent since the page was shown stays as it is.
-            pks = list(
-                queryset.using(alias)
-                .filter(retryable)
-                .select_for_update()
-                .order_by()
-                .values_list("pk", flat=True)
-            )
-            changed = (
-                OutboxEvent.objects.using(alias)
-                .filter(retryable, pk__in=pks)
-                .update(status=Status.PENDING, next_attempt_at=db_now(), attempts=0, failed_at=None)
-            )
-            transaction.on_commit(partial(publish, pks, using=alias), using=alias)
+        # In batches, each UPDATE re-checking the status: a row a worker claimed or sent since
+        # the page was shown stays as it is; "select all" never loads every primary key.
+        changed = bulk.retry(queryset, user=request.user)
         self.message_user(request, f"{changed} event(s) queued for delivery now.", messages.SUCCESS)
 
     @admin.action(description="Discard", permissions=["delete"])
     def discard(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
-        alias = outbox_alias()
-        # One DELETE that carries the condition: a row claimed since the page was shown
-        # (``sending``) is not deleted from under its worker.
-        pks = list(queryset.order_by().values_list("pk", flat=True))
-        count = (
-            OutboxEvent.objects.using(alias)
-            .filter(pk__in=pks)
-            .exclude(status=Status.SENDING)
-            ._raw_delete(alias)
-        )
+        # Never a row a worker holds (``sending``): the DELETE carries the condition.
+        count = bulk.discard(queryset, user=request.user)
         self.message_user(request, f"{count} event(s) discarded.", messages.SUCCESS)
-
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
 
 @admin.register(VisitorIdentity)
@@ -210,6 +235,23 @@ class VisitorIdentityAdmin(_VisitorIdentityAdmin):
         from django.contrib.auth import get_user_model
 
         return ["visitor_id", *user_search_fields(get_user_model())]
+
+
+@admin.register(SuppressedVisitor)
+class SuppressedVisitorAdmin(_SuppressedVisitorAdmin):
+    """Read-only: ``suppress_visitor()`` and ``unsuppress_visitor()`` change it (a digest
+    names no one, so it cannot be chosen here)."""
+
+    list_display = ["digest", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 def user_search_fields(user_model: Any) -> list[str]:
