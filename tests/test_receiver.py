@@ -74,7 +74,8 @@ def test_the_vendors_curl_example_is_accepted_byte_for_byte(url, supalytics_rece
         "abc123",
         {"plan": "pro", "amount": 29},
     )
-    assert event.key_prefix == KEY[:8] and KEY not in event.key_prefix + event.key_id
+    # At most half of a key is kept: 6 of its 12 characters.
+    assert event.key_prefix == KEY[:6] and KEY not in event.key_prefix + event.key_id
 
 
 def test_accepted_event_carries_rate_limit_headers(url):
@@ -224,8 +225,20 @@ def receivers(processes, transactional_db):
     return [f"http://127.0.0.1:{port}/v1/events" for port in ports]
 
 
+def burst_past_the_limit(send, tries=3):
+    """The answers of a burst (``send()``) whose busiest window held more than the limit. A burst
+    the machine could not make that fast (other tests share its cores) is still checked for
+    exactness, then sent again, up to ``tries`` times."""
+    for _ in range(tries):
+        responses = send()
+        windows = assert_windows_exact(responses)
+        if max(len(codes) for codes in windows.values()) > 100:
+            return responses
+    pytest.fail(f"harness: no burst exceeded the limit in {tries} tries: {windows}")
+
+
 def assert_limited_burst(responses):
-    """The burst's first window held more than the limit: exactly 100 accepted there."""
+    """The burst's busiest window held more than the limit: exactly 100 accepted there."""
     windows = assert_windows_exact(responses)
     first = max(windows.values(), key=len)
     assert len(first) > 100, f"the burst was too slow to exceed the limit: {windows}"
@@ -239,7 +252,7 @@ def assert_limited_burst(responses):
 
 @pytest.mark.redis
 def test_rate_limit_burst_of_150_accepts_exactly_100_per_window(receivers):
-    responses = _burst(receivers[0], 150)
+    responses = burst_past_the_limit(lambda: _burst(receivers[0], 150))
     assert_limited_burst(responses)
     reset = int(min(r.headers["X-RateLimit-Reset"] for r in responses))
     time.sleep(max(0.0, reset + 1 - time.time()) + 0.01)
@@ -248,9 +261,12 @@ def test_rate_limit_burst_of_150_accepts_exactly_100_per_window(receivers):
 
 @pytest.mark.redis
 def test_two_receiver_processes_share_one_limit(receivers):
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        halves = list(pool.map(lambda url: _burst(url, 90), receivers))
-    assert_limited_burst(halves[0] + halves[1])
+    def both():
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first, second = pool.map(lambda url: _burst(url, 90), receivers)
+        return first + second
+
+    assert_limited_burst(burst_past_the_limit(both))
 
 
 def test_injected_status_for_the_next_n_requests(url, supalytics_receiver):

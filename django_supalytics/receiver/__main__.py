@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 
 from django.conf import settings
+
+from .bounds import add_bounds_arguments
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
 
@@ -60,7 +63,17 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="another Host name to serve (repeatable); loopback names and --host are served",
     )
+    add_bounds_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        import rest_framework  # noqa: F401
+    except ImportError:
+        print(
+            "The mock receiver needs the [receiver] extra: "
+            'pip install "django-supalytics[receiver]"',
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     control = (args.control or bool(args.control_token)) and not args.no_control
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="supalytics-receiver-"), "events.db")
     cache = (
@@ -104,7 +117,13 @@ def main(argv: list[str] | None = None) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    call_command("supalytics_receiver", host=args.host, port=args.port)
+    call_command(
+        "supalytics_receiver",
+        host=args.host,
+        port=args.port,
+        max_connections=args.max_connections,
+        connection_timeout=args.connection_timeout,
+    )
 
 
 if __name__ == "__main__":

@@ -8,11 +8,30 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from ..checks import PER_PROCESS_CACHES
+from ..checks.configuration import PER_PROCESS_CACHES
 from .conf import conf
 
 #: A day: enough for any skew worth testing, and a typo like 3.6e9 is refused.
 CLOCK_OFFSET_MAX = 86400
+
+
+RECEIVER_URLCONF = "django_supalytics.receiver.urls"
+
+
+def _mounted() -> bool:
+    """Whether the project serves the receiver's urls: ``ROOT_URLCONF`` is them, or includes
+    them. Tests' ``supalytics_receiver`` fixture serves them itself, with keys of its own."""
+    from django.urls import NoReverseMatch, reverse
+
+    if getattr(settings, "ROOT_URLCONF", None) == RECEIVER_URLCONF:
+        return True
+    try:
+        reverse("supalytics_receiver:events")
+    except NoReverseMatch:
+        return False
+    except Exception:  # a broken urlconf: Django's own url checks report it
+        return True
+    return True
 
 
 @register(Tags.compatibility)
@@ -39,7 +58,7 @@ def check_receiver(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 "SUPALYTICS_RECEIVER['API_KEYS'] must be a list of strings.", id="supalytics.E102"
             )
         )
-    elif not keys:
+    elif not keys and _mounted():
         messages.append(
             Warning(
                 "The mock receiver has no API keys: it refuses every request with 401.",

@@ -5,7 +5,9 @@ it received. When on, it still refuses what a web page in a browser could send: 
 another origin (``Origin`` or ``Sec-Fetch-Site`` says so), and a change whose body is not
 declared ``application/json`` (so a cross-origin "simple" form or ``fetch`` POST cannot reach
 it without a CORS preflight, which the receiver never grants). With ``CONTROL_TOKEN`` set, every
-control request must also carry ``Authorization: Bearer <token>``.
+control request must also carry ``Authorization: Bearer <token>``; without one, only a request
+whose ``Host`` (and ``Origin``, if any) is a loopback name or address, or a name
+``ALLOWED_HOSTS`` gives (``*`` does not count), is served: a DNS-rebinding page is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import Http404
+from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
@@ -25,6 +29,7 @@ from rest_framework.views import APIView
 from . import faults, stats
 from .conf import conf
 from .models import ReceivedEvent
+from .server import is_loopback
 from .views import _bearer, content_length, error
 
 #: Control bodies are small: a fault rule, a reset flag.
@@ -57,6 +62,36 @@ class SafeJSONParser(JSONParser):
             raise ParseError("JSON parse error - nested too deeply") from None
 
 
+def _trusted_host(host: str) -> bool:
+    """A loopback name or address, or one ``ALLOWED_HOSTS`` names (``*`` does not count)."""
+    domain, _port = split_domain_port(host)
+    if not domain:
+        return False
+    if is_loopback(domain):
+        return True
+    named = [name for name in settings.ALLOWED_HOSTS if name != "*"]
+    return validate_host(domain, named)
+
+
+def _rebound(request: Request) -> str | None:
+    """Why a request's ``Host`` or ``Origin`` is not one to trust (DNS rebinding), or None."""
+    try:
+        host = request._request.get_host()
+    except Exception:  # DisallowedHost: Django answers it before a view, but be safe
+        return "the Host is not allowed"
+    if not _trusted_host(host):
+        return f"control requests need a loopback Host or one in ALLOWED_HOSTS, not {host!r}"
+    origin = request.headers.get("Origin", "").strip()
+    if origin and origin != "null":
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:
+            netloc = ""
+        if not _trusted_host(netloc):
+            return "control requests need a loopback Origin or one in ALLOWED_HOSTS"
+    return None
+
+
 def _cross_origin(request: Request) -> bool:
     site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
     if site in ("cross-site", "same-site"):
@@ -87,6 +122,14 @@ class ControlView(APIView):
             given = _bearer(request.headers.get("Authorization", "")) or ""
             if not hmac.compare_digest(given.encode(), token.encode()):
                 raise _Refused(error(403, "forbidden", "send Authorization: Bearer <token>"))
+        else:
+            # With ALLOWED_HOSTS = ["*"] any name reaches the view: a page whose name was
+            # rebound to 127.0.0.1 would be same-origin. Only a token makes another name safe.
+            problem = _rebound(request)
+            if problem:
+                raise _Refused(
+                    error(403, "forbidden", f"{problem}; or set CONTROL_TOKEN and send it")
+                )
         if _cross_origin(request):
             raise _Refused(error(403, "forbidden", "cross-origin control requests are refused"))
         if request.method in _UNSAFE:

@@ -4,6 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...bounds import add_bounds_arguments
+
 
 class Command(BaseCommand):
     help = (
@@ -20,6 +22,7 @@ class Command(BaseCommand):
             action="store_true",
             help="let several receiver processes listen on the same port (SO_REUSEPORT)",
         )
+        add_bounds_arguments(parser)
 
     def handle(
         self,
@@ -28,6 +31,8 @@ class Command(BaseCommand):
         port: int,
         verbose_requests: bool,
         reuse_port: bool = False,
+        max_connections: int = 64,
+        connection_timeout: float = 10.0,
         **options: Any,
     ) -> None:
         from ...conf import conf
@@ -35,6 +40,13 @@ class Command(BaseCommand):
 
         if not 0 < port < 65536:
             raise CommandError(f"--port must be between 1 and 65535, not {port}")
+        if max_connections < 1:
+            raise CommandError(f"--max-connections must be at least 1, not {max_connections}")
+        if not 0 < connection_timeout < 86400:
+            raise CommandError(
+                "--connection-timeout must be between 0 and 86400 seconds, "
+                f"not {connection_timeout:g}"
+            )
         if not is_loopback(host):
             control = "ON" if conf.CONTROL else "off"
             self.stderr.write(
@@ -44,7 +56,14 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"Supalytics mock receiver: http://{host}:{port}/v1/events")
         try:
-            serve(host, port, quiet=not verbose_requests, reuse_port=reuse_port)
+            serve(
+                host,
+                port,
+                quiet=not verbose_requests,
+                reuse_port=reuse_port,
+                max_connections=max_connections,
+                connection_timeout=connection_timeout,
+            )
         except OSError as exc:
             raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
         except KeyboardInterrupt:
