@@ -9,139 +9,43 @@ database or the network; a price known only by its ID is looked up with ``prices
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
+from decimal import Decimal
 from typing import Any
 
 from ...validation import METADATA_VALUE_MAX_LENGTH, Metadata
+from .lines import (
+    Line,
+    PriceLookup,
+    as_mapping,
+    no_prices,
+    per_year,
+    price_line,
+    stripe_id,
+    subscription_lines,
+)
+from .lines import total as _total
+from .money import THREE_DECIMAL_CURRENCIES, ZERO_DECIMAL_CURRENCIES, amount, major_units
+
+__all__ = [
+    "THREE_DECIMAL_CURRENCIES",
+    "ZERO_DECIMAL_CURRENCIES",
+    "Line",
+    "amount",
+    "major_units",
+    "stripe_id",
+    "subscription_lines",
+]
+
+logger = logging.getLogger("django_supalytics.djstripe")
 
 #: The metadata key on a Stripe object that carries the visitor ID (Stripe Checkout's
 #: attribution, documented by Supalytics).
 VISITOR_ID_KEY = "supalytics_visitor_id"
 
-#: Stripe's zero-decimal currencies: an amount of 500 JPY is ¥500.
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "vnd", "vuv"}
-    | {"xaf", "xof", "xpf"}
-)
-#: Stripe's three-decimal currencies: an amount of 5124 KWD is 5.124.
-THREE_DECIMAL_CURRENCIES = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
-#: Billing periods in a year, to compare a monthly price with a yearly one.
-PERIODS_PER_YEAR = {"day": 365, "week": 52, "month": 12, "year": 1}
-
 #: ``(kind, metadata)``: a key of ``SUPALYTICS_DJSTRIPE["EVENTS"]`` and what describes it.
 Occurrence = tuple[str, Metadata]
-PriceLookup = Callable[[str], Mapping[str, Any] | None]
-
-
-def _no_prices(price_id: str) -> None:
-    return None
-
-
-def stripe_id(value: Any) -> str | None:
-    """The ID of a field Stripe sends as an ID or as the expanded object."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, Mapping):
-        return stripe_id(value.get("id"))
-    return None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
-
-
-def major_units(minor: Decimal | int, currency: str) -> int | float:
-    """An amount in Stripe's smallest unit, in the currency's main unit: 2999 USD is 29.99."""
-    currency = currency.lower()
-    if currency in ZERO_DECIMAL_CURRENCIES:
-        exponent = 0
-    elif currency in THREE_DECIMAL_CURRENCIES:
-        exponent = 3
-    else:
-        exponent = 2
-    value = Decimal(minor).scaleb(-exponent)
-    if value == value.to_integral_value():
-        return int(value)
-    return float(value)
-
-
-@dataclass(frozen=True)
-class Line:
-    """One recurring price and its quantity, from a subscription item or an invoice line."""
-
-    price: str | None
-    name: str | None
-    unit_amount: Decimal | None  # in the currency's smallest unit
-    quantity: int
-    currency: str | None
-    interval: str | None
-    interval_count: int
-
-
-def _line(price: Any, quantity: Any, prices: PriceLookup = _no_prices) -> Line:
-    """A ``Line`` from a Price or (older API) Plan object, or a price ID."""
-    if isinstance(price, str):
-        price = prices(price) or {"id": price}
-    price = _mapping(price)
-    recurring = _mapping(price.get("recurring"))
-    if price.get("object") == "plan" or ("interval" in price and not recurring):
-        interval, count = price.get("interval"), price.get("interval_count")
-        amount = _decimal(price.get("amount_decimal")) or _decimal(price.get("amount"))
-    else:
-        interval, count = recurring.get("interval"), recurring.get("interval_count")
-        amount = _decimal(price.get("unit_amount_decimal"))
-        if amount is None:
-            amount = _decimal(price.get("unit_amount"))
-    name = price.get("lookup_key") or price.get("nickname") or stripe_id(price)
-    return Line(
-        price=stripe_id(price),
-        name=str(name) if name else None,
-        unit_amount=amount,
-        quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else 1,
-        currency=str(price["currency"]).lower() if price.get("currency") else None,
-        interval=str(interval) if interval else None,
-        interval_count=count if isinstance(count, int) and count > 0 else 1,
-    )
-
-
-def subscription_lines(subscription: Mapping[str, Any]) -> list[Line]:
-    """The subscription's items (or, in older API versions, its single plan)."""
-    items = _mapping(subscription.get("items")).get("data") or []
-    lines = [
-        _line(item.get("price") or item.get("plan"), item.get("quantity"))
-        for item in items
-        if isinstance(item, Mapping)
-    ]
-    if not lines and subscription.get("plan"):
-        lines = [_line(subscription["plan"], subscription.get("quantity"))]
-    return lines
-
-
-def _total(lines: list[Line]) -> Decimal | None:
-    """What the lines cost per billing period; None when no line has a fixed price."""
-    amounts = [line.unit_amount * line.quantity for line in lines if line.unit_amount is not None]
-    return sum(amounts, Decimal(0)) if amounts else None
-
-
-def per_year(lines: list[Line]) -> Fraction | None:
-    """The lines' cost over a year, so that 29 a month and 290 a year compare."""
-    total = _total(lines)
-    if total is None or not lines or lines[0].interval not in PERIODS_PER_YEAR:
-        return None
-    first = lines[0]
-    return Fraction(total) * PERIODS_PER_YEAR[str(first.interval)] / first.interval_count
 
 
 def _clean(metadata: Mapping[str, Any]) -> Metadata:
@@ -156,13 +60,13 @@ def _clean(metadata: Mapping[str, Any]) -> Metadata:
     return clean
 
 
-def _describe(lines: list[Line], currency: Any, amount: Decimal | None) -> dict[str, Any]:
+def _describe(lines: list[Line], currency: Any, cost: Decimal | None) -> dict[str, Any]:
     first = lines[0] if lines else None
     currency = str(currency).lower() if currency else (first.currency if first else None)
     described: dict[str, Any] = {
         "plan": first.name if first else None,
         "price": first.price if first else None,
-        "amount": major_units(amount, currency) if amount is not None and currency else None,
+        "amount": major_units(cost, currency) if cost is not None and currency else None,
         "currency": currency,
     }
     if first and first.interval:
@@ -180,7 +84,7 @@ def _subscription_metadata(subscription: Mapping[str, Any], lines: list[Line]) -
 
 
 def _cancellation(subscription: Mapping[str, Any], when: str) -> dict[str, Any]:
-    details = _mapping(subscription.get("cancellation_details"))
+    details = as_mapping(subscription.get("cancellation_details"))
     return {"cancel": when, "reason": details.get("reason"), "feedback": details.get("feedback")}
 
 
@@ -189,40 +93,41 @@ def _cancel_scheduled(subscription: Mapping[str, Any]) -> bool:
 
 
 def _previous_lines(
-    subscription: Mapping[str, Any], previous: Mapping[str, Any]
+    subscription: Mapping[str, Any], previous: Mapping[str, Any], prices: PriceLookup
 ) -> list[Line] | None:
     """The items before the update, when it changed them; else None."""
     if "items" in previous:
-        return subscription_lines({"items": previous["items"]})
+        return subscription_lines({"items": previous["items"]}, prices)
     if "plan" in previous or "quantity" in previous:
         return subscription_lines(
             {
                 "plan": previous.get("plan", subscription.get("plan")),
                 "quantity": previous.get("quantity", subscription.get("quantity")),
-            }
+            },
+            prices,
         )
     return None
 
 
 def subscription_created(
-    data: Mapping[str, Any], prices: PriceLookup = _no_prices
+    data: Mapping[str, Any], prices: PriceLookup = no_prices
 ) -> list[Occurrence]:
-    subscription = _mapping(data.get("object"))
-    metadata = _subscription_metadata(subscription, subscription_lines(subscription))
+    subscription = as_mapping(data.get("object"))
+    metadata = _subscription_metadata(subscription, subscription_lines(subscription, prices))
     metadata["status"] = subscription.get("status")
     return [("created", _clean(metadata))]
 
 
 def subscription_updated(
-    data: Mapping[str, Any], prices: PriceLookup = _no_prices
+    data: Mapping[str, Any], prices: PriceLookup = no_prices
 ) -> list[Occurrence]:
     """A change of price or quantity that costs more or less a year; a cancellation scheduled
     (``cancel_at_period_end`` or ``cancel_at`` set); a scheduled cancellation withdrawn."""
-    subscription = _mapping(data.get("object"))
-    previous = _mapping(data.get("previous_attributes"))
-    lines = subscription_lines(subscription)
+    subscription = as_mapping(data.get("object"))
+    previous = as_mapping(data.get("previous_attributes"))
+    lines = subscription_lines(subscription, prices)
     occurrences: list[Occurrence] = []
-    before = _previous_lines(subscription, previous)
+    before = _previous_lines(subscription, previous, prices)
     if before is not None:
         old, new = per_year(before), per_year(lines)
         if old is not None and new is not None and old != new:
@@ -249,15 +154,15 @@ def subscription_updated(
 
 
 def subscription_deleted(
-    data: Mapping[str, Any], prices: PriceLookup = _no_prices
+    data: Mapping[str, Any], prices: PriceLookup = no_prices
 ) -> list[Occurrence]:
     """A cancellation that takes effect now. The end of one that was scheduled is not counted
     again: its ``subscription_cancelled`` was tracked when it was scheduled."""
-    subscription = _mapping(data.get("object"))
+    subscription = as_mapping(data.get("object"))
     if _cancel_scheduled(subscription):
         return []
     metadata = {
-        **_subscription_metadata(subscription, subscription_lines(subscription)),
+        **_subscription_metadata(subscription, subscription_lines(subscription, prices)),
         **_cancellation(subscription, "immediately"),
     }
     return [("cancelled", _clean(metadata))]
@@ -265,62 +170,99 @@ def subscription_deleted(
 
 def invoice_subscription(invoice: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
     """The ID of the invoice's subscription and that subscription's metadata, when known."""
-    details = _mapping(_mapping(invoice.get("parent")).get("subscription_details")) or _mapping(
-        invoice.get("subscription_details")
-    )
+    details = as_mapping(
+        as_mapping(invoice.get("parent")).get("subscription_details")
+    ) or as_mapping(invoice.get("subscription_details"))
     subscription = stripe_id(details.get("subscription")) or stripe_id(invoice.get("subscription"))
-    return subscription, _mapping(details.get("metadata"))
+    return subscription, as_mapping(details.get("metadata"))
 
 
-def _invoice_lines(invoice: Mapping[str, Any], prices: PriceLookup) -> list[Line]:
-    """The invoice's subscription lines (all its lines when none is one)."""
+def _is_proration(line: Mapping[str, Any]) -> bool:
+    """A proration line: ``parent.subscription_item_details.proration`` (current API) or
+    ``proration`` (older ones)."""
+    details = as_mapping(as_mapping(line.get("parent")).get("subscription_item_details"))
+    return details.get("proration") is True or line.get("proration") is True
+
+
+def _is_credit(line: Mapping[str, Any]) -> bool:
+    line_amount = amount(line.get("amount"), "line amount")
+    return line_amount is not None and line_amount < 0
+
+
+def _paid_for(invoice: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The lines that say what the invoice pays for, best first: its subscription lines that
+    are no proration; else the prorations charged (``Remaining time on ...``); else its other
+    lines. A credit (``Unused time on ...``, the old price after a change) never is."""
     lines = [
         line
-        for line in _mapping(invoice.get("lines")).get("data") or []
-        if isinstance(line, Mapping)
+        for line in as_mapping(invoice.get("lines")).get("data") or []
+        if isinstance(line, Mapping) and not _is_credit(line)
     ]
     recurring = [
         line
         for line in lines
-        if _mapping(line.get("parent")).get("type") == "subscription_item_details"
+        if as_mapping(line.get("parent")).get("type") == "subscription_item_details"
         or line.get("type") == "subscription"
     ]
+    return (
+        [line for line in recurring if not _is_proration(line)]
+        or [line for line in lines if _is_proration(line)]
+        or lines
+    )
+
+
+def _invoice_lines(invoice: Mapping[str, Any], prices: PriceLookup) -> list[Line]:
     result = []
-    for line in recurring or lines:
-        price = line.get("price") or _mapping(
-            _mapping(line.get("pricing")).get("price_details")
+    for line in _paid_for(invoice):
+        price = line.get("price") or as_mapping(
+            as_mapping(line.get("pricing")).get("price_details")
         ).get("price")
-        result.append(_line(price or line.get("plan"), line.get("quantity"), prices))
+        result.append(price_line(price or line.get("plan"), line.get("quantity"), prices))
     return result
 
 
 def _invoice_metadata(
-    invoice: Mapping[str, Any], amount_field: str, prices: PriceLookup
+    invoice: Mapping[str, Any], invoice_amount: Decimal, prices: PriceLookup
 ) -> dict[str, Any]:
     lines = _invoice_lines(invoice, prices)
     return {
         "invoice": stripe_id(invoice),
         "subscription": invoice_subscription(invoice)[0],
-        **_describe(lines, invoice.get("currency"), _decimal(invoice.get(amount_field))),
+        **_describe(lines, invoice.get("currency"), invoice_amount),
         "billing_reason": invoice.get("billing_reason"),
     }
 
 
-def invoice_paid(data: Mapping[str, Any], prices: PriceLookup = _no_prices) -> list[Occurrence]:
+def _invoice_amount(invoice: Mapping[str, Any], field: str) -> Decimal | None:
+    """The invoice's ``field``; None (logged) when it is negative: no payment, nor one due."""
+    value = amount(invoice.get(field), field)
+    if value is not None and value < 0:
+        logger.warning("Stripe invoice %s ignored: negative %s", stripe_id(invoice), field)
+        return None
+    return value
+
+
+def invoice_paid(data: Mapping[str, Any], prices: PriceLookup = no_prices) -> list[Occurrence]:
     """A payment: ``amount_paid``. An invoice paid with nothing (a trial's first one, one
-    covered by a coupon) is no payment and is not counted."""
-    invoice = _mapping(data.get("object"))
-    if not _decimal(invoice.get("amount_paid")):
+    covered by a coupon) is no payment and is not counted; nor is a negative or absurd amount
+    (a refund or a credit is no payment)."""
+    invoice = as_mapping(data.get("object"))
+    paid = _invoice_amount(invoice, "amount_paid")
+    if not paid:
         return []
-    return [("payment_succeeded", _clean(_invoice_metadata(invoice, "amount_paid", prices)))]
+    return [("payment_succeeded", _clean(_invoice_metadata(invoice, paid, prices)))]
 
 
 def invoice_payment_failed(
-    data: Mapping[str, Any], prices: PriceLookup = _no_prices
+    data: Mapping[str, Any], prices: PriceLookup = no_prices
 ) -> list[Occurrence]:
-    """A failed attempt to collect ``amount_due``; ``attempt_count`` counts them."""
-    invoice = _mapping(data.get("object"))
-    metadata = _invoice_metadata(invoice, "amount_due", prices)
+    """A failed attempt to collect ``amount_due``; ``attempt_count`` counts them. Not counted
+    when nothing positive was due (a negative or absurd ``amount_due``, or 0)."""
+    invoice = as_mapping(data.get("object"))
+    due = _invoice_amount(invoice, "amount_due")
+    if not due:
+        return []
+    metadata = _invoice_metadata(invoice, due, prices)
     metadata["attempt_count"] = invoice.get("attempt_count")
     return [("payment_failed", _clean(metadata))]
 
@@ -338,7 +280,7 @@ MAPPERS: dict[str, Callable[[Mapping[str, Any], PriceLookup], list[Occurrence]]]
 def visitor_id_sources(event_type: str, stripe_object: Mapping[str, Any]) -> list[Any]:
     """The values that may carry the visitor ID, best first: the object's own metadata, then,
     for an invoice, its subscription's (where Stripe Checkout's ``subscription_data`` put it)."""
-    sources = [_mapping(stripe_object.get("metadata")).get(VISITOR_ID_KEY)]
+    sources = [as_mapping(stripe_object.get("metadata")).get(VISITOR_ID_KEY)]
     if event_type.startswith("invoice."):
         sources.append(invoice_subscription(stripe_object)[1].get(VISITOR_ID_KEY))
     return [value for value in sources if value is not None]
