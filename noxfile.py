@@ -61,4 +61,7 @@ def tests(session: nox.Session, django: str) -> None:
     extras = "dev,mysql" if _mysql_headers() else "dev"
     session.install("-e", f".[{extras}]", f"django~={django}.0")
     session.run("python", "-m", "django", "--version")
-    session.run("pytest", "-q", "-p", "no:randomly", *session.posargs)
+    session.run("pytest", "-q", "-p", "no:randomly", "-n", "auto", *session.posargs)
+    # dj-stripe's tests, in their own session as in `make test` (they skip on Python 3.10).
+    djstripe = ["--ds=tests.settings_djstripe", "tests/test_contrib_djstripe.py"]
+    session.run("pytest", "-q", "-p", "no:randomly", *djstripe, *session.posargs)

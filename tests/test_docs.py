@@ -1,9 +1,11 @@
 """The README's examples, run as printed, the way a user runs them."""
 
 import io
+import os
 import re
+import shutil
+import sys
 import textwrap
-from typing import Any
 
 import pytest
 
@@ -51,11 +53,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 """
 
-# The view the README's examples post to: tracks "upgraded", or rolls back when declined.
-URLS = """
+# The view the README's examples post to: tracks "upgraded", or rolls back when declined
+# (tests/test_startproject.py writes it into its project too).
+UPGRADE_VIEW = """
 from django.db import transaction
 from django.http import HttpResponse
-from django.urls import path
 
 from django_supalytics import track
 
@@ -67,10 +69,15 @@ def upgrade(request):
             transaction.set_rollback(True)
             return HttpResponse(status=402)
     return HttpResponse("ok")
-
+"""
+URLS = (
+    UPGRADE_VIEW
+    + """
+from django.urls import path
 
 urlpatterns = [path("upgrade/", upgrade)]
 """
+)
 
 
 def readme_block(after: str) -> str:
@@ -158,19 +165,14 @@ def test_every_check_id_is_documented_and_tested():
 
 def test_checks_are_bound():
     """Every check function in the checks modules is registered with Django."""
-    from django.apps import apps
     from django.core.checks.registry import registry
 
-    from django_supalytics import checks
+    from django_supalytics.checks import configuration, project
     from django_supalytics.receiver import checks as receiver_checks
 
     registered = set(registry.get_checks(include_deployment_checks=True))
-    modules: list[Any] = [checks, receiver_checks]
-    if apps.is_installed("django_supalytics.contrib.djstripe"):  # where dj-stripe is installed
-        from django_supalytics.contrib.djstripe import checks as djstripe_checks
-
-        modules.append(djstripe_checks)
-    for module in modules:
+    # dj-stripe's: tests/test_contrib_djstripe.py, in the session that installs it.
+    for module in (configuration, project, receiver_checks):
         for name in dir(module):
             if name.startswith("check_"):
                 assert getattr(module, name) in registered, f"{module.__name__}.{name}"
@@ -252,3 +254,140 @@ def test_every_setting_the_docs_name_exists():
     receiver = set(re.findall(r'SUPALYTICS_RECEIVER\[["\']([A-Z_]+)["\']\]', text))
     assert client and client <= set(DEFAULTS), client - set(DEFAULTS)
     assert receiver <= set(RECEIVER_DEFAULTS), receiver - set(RECEIVER_DEFAULTS)
+
+
+# The documentation site (mkdocs.yml, `make docs`): mkdocs' URL for docs/<page>.md is <page>/.
+DOCS_SITE = "https://django-supalytics.readthedocs.io/en/latest/"
+REPOSITORY = "https://github.com/supalytics/django-supalytics"
+
+
+def _anchors(path) -> set[str]:
+    """The ids of a Markdown file's headings, as Python-Markdown's toc (mkdocs) makes them."""
+    import unicodedata
+
+    anchors: set[str] = set()
+    fenced = False
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"#{1,6} (.+?)#*$", line)):
+            text = unicodedata.normalize("NFKD", heading.group(1))
+            text = re.sub(r"[^\w\s-]", "", text.encode("ascii", "ignore").decode()).strip()
+            anchors.add(re.sub(r"[-\s]+", "-", text.lower()))
+    return anchors
+
+
+def _links(path) -> list[str]:
+    """The targets of a Markdown file's inline links and images, outside code."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def _check_target(file, anchor: str, where: str) -> str | None:
+    if not file.is_file():
+        return f"{where}: no {file.relative_to(ROOT)}"
+    if anchor and file.suffix == ".md" and anchor not in _anchors(file):
+        return f"{where}: no #{anchor} in {file.relative_to(ROOT)}"
+    return None
+
+
+def test_readme_links_work_from_the_package_index():
+    """PyPI shows the README without the repository: every link in it is absolute, and each one
+    into the docs site or the repository names a page (docs/<page>.md) and anchor that exist."""
+    problems: list[str | None] = []
+    links = _links(ROOT / "README.md")
+    for link in links:
+        target, _, anchor = link.partition("#")
+        if target.startswith(DOCS_SITE):
+            page = target.removeprefix(DOCS_SITE).strip("/") or "index"
+            if not re.fullmatch(r"[a-z0-9-]+", page):
+                problems.append(f"{link}: not a page URL of the docs site")
+                continue
+            problems.append(_check_target(ROOT / "docs" / f"{page}.md", anchor, link))
+        elif target.startswith(f"{REPOSITORY}/blob/main/"):
+            file = ROOT / target.removeprefix(f"{REPOSITORY}/blob/main/")
+            problems.append(_check_target(file, anchor, link))
+        elif not re.match(r"https?://", link):
+            problems.append(f"{link}: relative, broken on the package index")
+    assert [p for p in problems if p] == []
+    assert sum(link.startswith(DOCS_SITE) for link in links) >= 10
+
+
+def test_links_between_the_docs_pages_exist():
+    """The relative links of docs/*.md, pages and anchors; `make docs` (mkdocs --strict) checks
+    them too, this without mkdocs installed."""
+    problems: list[str | None] = []
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        for link in _links(path):
+            if re.match(r"[a-z]+:", link):
+                continue
+            target, _, anchor = link.partition("#")
+            file = (path.parent / target) if target else path
+            problems.append(_check_target(file, anchor, f"{path.name}: {link}"))
+    assert [p for p in problems if p] == []
+
+
+def test_every_docs_page_is_in_the_site_nav():
+    config = (ROOT / "mkdocs.yml").read_text()
+    nav = re.findall(r"^\s+- [^:\n]+: (\S+\.md)$", config[config.index("\nnav:") :], re.M)
+    assert sorted(nav) == sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert nav[0] == "index.md"
+
+
+def test_the_project_urls_point_at_the_docs_and_the_repository():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: tomli, a dependency of pytest there
+        import tomli as tomllib
+
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Changelog", "Issues"}
+    assert DOCS_SITE.startswith(urls["Documentation"])
+    assert urls["Source"] == REPOSITORY
+
+
+def test_the_sdist_ships_the_docs(tmp_path):
+    """The sdist as PyPI would get it, built from a copy of the checkout (an in-tree build leaves
+    *.egg-info behind) with the setuptools pyproject.toml asks for: docs/ is in it, every page
+    and image, with README, CHANGELOG, LICENSE and the site's configuration."""
+    import subprocess
+    import sys
+    import tarfile
+
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".nox", ".var", ".hypothesis", "*_cache", "__pycache__", "build",
+            "dist", "site", "test-artifacts", "node_modules", "*.egg-info",
+        ),
+    )  # fmt: skip
+    backend = tmp_path / "backend"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(backend)]
+    subprocess.run([*pip, "setuptools>=77"], check=True, timeout=180, capture_output=True)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))",
+            str(tmp_path / "dist"),
+        ],
+        cwd=source,
+        env={**os.environ, "PYTHONPATH": str(backend)},
+        check=True,
+        timeout=180,
+        capture_output=True,
+        text=True,
+    )
+    sdist = tmp_path / "dist" / built.stdout.split()[-1]
+    with tarfile.open(sdist) as tar:
+        top, *_ = tar.getnames()[0].split("/")
+        names = {name.removeprefix(f"{top}/") for name in tar.getnames()}
+        pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()  # type: ignore[union-attr]
+    docs = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*") if p.is_file()}
+    assert docs <= names, docs - names
+    assert {"README.md", "CHANGELOG.md", "LICENSE", "mkdocs.yml", ".readthedocs.yaml"} <= names
+    assert f"Project-URL: Documentation, {DOCS_SITE.removesuffix('en/latest/')}" in pkg_info
+    assert "](docs/" not in pkg_info  # the README as PyPI shows it

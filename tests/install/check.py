@@ -47,7 +47,13 @@ SECRET_KEY = "install-check"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
     "django_supalytics",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_supalytics.middleware.VisitorIdMiddleware",
 ]
 DATABASES = {{
     "default": {{
