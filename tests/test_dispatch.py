@@ -180,6 +180,9 @@ def test_a_long_outage_brings_back_one_message_per_probe_not_one_per_task(
         "ENDPOINT": server.url,
         "RATE_LIMIT": 10_000,
         "OUTAGE_PROBE_MAX": 30,
+        # One request at a time: with more, the requests started before the first 503 came
+        # back are sent too (up to SEND_CONCURRENCY), and this test is about tasks, not threads.
+        "SEND_CONCURRENCY": 1,
     }
     monkeypatch.setattr(outage, "THRESHOLD", 1)
     monkeypatch.setattr(outage, "PROBE_BASE", 30)
