@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_supalytics")
 
-#: A request thread sleeps in place for its rate-limit slot up to this long; past it, the row
-#: is handed back, due when the slot would have come.
+#: A request thread sleeps in place for its rate-limit slot, or for the end of a pause, up to
+#: this long; past it, the row is handed back, due when the slot (or the pause's end) comes.
 SLOT_SLEEP_MAX = 1.0
 #: While the limiter's store cannot be reached, rows are handed back for this long.
 LIMITER_DOWN_PAUSE = 2.0
@@ -80,6 +80,10 @@ class Attempts:
                 error = f"not sent: the API is failing; next try in {delay:.0f} s"
                 return self.stop(Deferred(delay, error))
             reservation = self.limiter.reserve(SLOT_SLEEP_MAX)
+            if not reservation.granted and reservation.delay <= SLOT_SLEEP_MAX:
+                # A short pause (a 429 near a window's end): waited out in place, like a slot.
+                self.sleep(reservation.delay)
+                reservation = self.limiter.reserve(SLOT_SLEEP_MAX)
             if reservation.granted and reservation.delay > 0:
                 self.sleep(reservation.delay)
                 paused = self.limiter.paused()  # another worker's 429 meanwhile stops us too

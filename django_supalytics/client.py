@@ -262,7 +262,8 @@ def _post(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcom
     received = time.time()
     clock = server_clock(endpoint)
     clock.observe(response.headers.get("X-RateLimit-Reset"), sent, received)
-    now = received + clock.offset()  # the server's time: its headers' times are on its clock
+    # The server's time (its headers' times are on its clock), at the earliest it can be.
+    now = received + clock.earliest()
     kind = classify(response.status_code)
     if kind is Kind.SENT:
         wait = None

@@ -13,6 +13,9 @@ from . import state
 
 #: When a 429 names no wait, or a shorter one than this, wait this long.
 RATE_LIMIT_WAIT_FLOOR = 1.0
+#: The shortest pause until a 429's ``X-RateLimit-Reset``: never a loop of requests that
+#: cannot be counted in the next window yet.
+RESET_WAIT_FLOOR = 0.02
 #: The longest pause a 429's headers (or an answer with no requests left in the window) impose,
 #: whatever they ask for: a broken header must not stop delivery for an hour.
 RATE_LIMIT_WAIT_MAX = 60.0
@@ -89,12 +92,14 @@ class ServerClock:
             else:
                 self._low, self._high = max(self._low, low), min(self._high, high)
 
-    def offset(self) -> float:
-        """Seconds the server's clock is ahead of ours (negative: behind); 0 until known."""
+    def earliest(self) -> float:
+        """Seconds the server's clock is ahead of ours (negative: behind), at the least the
+        answers so far allow (0 until known): a pause measured with it on the server's clock
+        never ends before the server's window does."""
         with self._lock:
             if math.isinf(self._low) or math.isinf(self._high):
                 return 0.0
-            return (self._low + self._high) / 2
+            return self._low
 
 
 def server_clock(endpoint: str) -> ServerClock:
@@ -105,17 +110,21 @@ def server_clock(endpoint: str) -> ServerClock:
 
 
 def rate_limit_wait(headers: Any, now: float, cap: float) -> float:
-    """How long a 429 asks every sender to wait: at least the floor, at most ``cap``."""
-    waits = [
-        w
-        for w in (
-            parse_retry_after(headers.get("Retry-After"), now),
-            parse_ratelimit_reset(headers.get("X-RateLimit-Reset"), now),
-        )
-        if w is not None
-    ]
-    wait = max(waits) if waits else RATE_LIMIT_WAIT_FLOOR
-    return min(max(wait, RATE_LIMIT_WAIT_FLOOR), cap)
+    """How long a 429 asks every sender to wait, at most ``cap``.
+
+    ``Retry-After`` is whole seconds, so a 429 near the end of a one-second window says "1" for
+    what is a few milliseconds. When it asks no more than ``X-RateLimit-Reset`` rounded up to a
+    second, the reset (``now`` is on the server's clock) is the precise end of the pause; a
+    longer ``Retry-After`` is the server asking for more, and wins. With neither header, or
+    only a zero, the floor.
+    """
+    after = parse_retry_after(headers.get("Retry-After"), now)
+    reset = parse_ratelimit_reset(headers.get("X-RateLimit-Reset"), now)
+    if reset is not None and (after is None or after <= max(1.0, math.ceil(reset))):
+        wait = max(reset, RESET_WAIT_FLOOR)
+    else:
+        wait = max(after or 0.0, reset or 0.0, RATE_LIMIT_WAIT_FLOOR)
+    return min(wait, cap)
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:

@@ -537,6 +537,29 @@ def test_a_pause_set_meanwhile_stops_a_slot_reserved_before_it(endpoint, setting
     assert _reload(event).attempts == 0
 
 
+def test_a_short_pause_is_waited_out_in_place_a_long_one_hands_the_rows_back(endpoint, settings):
+    """A 429 in a window's last milliseconds pauses everyone until the reset: a send waits
+    that out and goes on, rather than handing its rows back to a later message."""
+    from django_supalytics.ratelimit import get_limiter
+
+    limiter = get_limiter(settings.SUPALYTICS["API_KEY"])
+    slept: list[float] = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    limiter.pause(0.3)
+    short = track("short")
+    assert delivery.deliver_many([short.pk], sleep=sleep)[0].outcome == "sent"
+    assert len(slept) == 1 and 0.2 < slept[0] <= 0.3
+    limiter.pause(3.0)
+    long = track("long")
+    result = delivery.deliver_many([long.pk], sleep=sleep)[0]
+    assert result.outcome == "deferred" and 2 < (result.retry_in or 0) <= 3
+    assert len(slept) == 1 and len(endpoint.requests) == 1
+
+
 def test_purge_keeps_failed_rows_by_when_they_failed_not_when_created():
     long_ago = timezone.now() - timedelta(days=60)
     recent = track("failed_yesterday")
