@@ -594,7 +594,7 @@ AFTER_OUTAGE = 30.0
 
 def test_drain_after_outage(fleet):
     """Steady tracking at 50/s, a 40-s outage, two workers x 4: the backlog starts within 5 s of
-    the heal and drains faster than events are tracked (≥ 60/s; 81 to 94/s measured on this
+    the heal and drains faster than events are tracked (≥ 60/s; 91 to 93/s measured on this
     2-core machine, where the workers, the receiver and PostgreSQL share the cores:
     docs/benchmarks.md), ≤ 5 requests/s while down, ≤ 1.5 broker messages per event."""
     procs = fleet()
