@@ -1,9 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from django.core.cache import caches
 
@@ -14,7 +18,7 @@ from django_supalytics.dispatch import publisher
 from django_supalytics.ratelimit import redis_client
 from tests.backends import FlakyBackend
 from tests.httpserver import ScriptedServer
-from tests.processes import ChildProcess
+from tests.processes import ChildProcess, free_port, wait_for
 
 #: dj-stripe's tests run in a session of their own (tests/settings_djstripe.py; `make test` runs
 #: it), so that its ~60 tables are not made and flushed for every other test.
@@ -149,3 +153,39 @@ def processes() -> Iterator[list[ChildProcess]]:
     yield started
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def standalone(tmp_path) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], int]]]:
+    """Start ``python -m django_supalytics.receiver`` (key ``sly_standalone``, a database of its
+    own) with more arguments; returns the process and its port once it answers HTTP."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        db = str(tmp_path / f"events-{port}.db")
+        argv = ["--port", str(port), "--key", "sly_standalone", "--db", db, *args]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django_supalytics.receiver", *argv],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(proc)
+
+        def listening() -> bool:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/v1/openapi.json", timeout=1)
+                return True
+            except requests.RequestException:
+                assert proc.poll() is None, "the receiver exited"
+                return False
+
+        wait_for(listening, timeout=60)
+        return proc, port
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -10,7 +10,7 @@ import requests
 
 from django_supalytics.receiver import faults
 from django_supalytics.receiver.models import ReceivedEvent
-from tests.processes import free_port, start_receiver_process, wait_for
+from tests.processes import free_port, start_receiver_process
 
 KEY = "sly_test_key"
 
@@ -332,56 +332,10 @@ def test_openapi_description_is_served(supalytics_receiver):
     assert "post" in schema["paths"]["/v1/events"]
 
 
-@pytest.fixture
-def standalone(tmp_path):
-    """Start ``python -m django_supalytics.receiver`` with arguments; stopped after the test."""
-    import os
-    import socket
-    import sys
-
-    started = []
-
-    def start(*args):
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "django_supalytics.receiver",
-                "--port",
-                str(port),
-                "--key",
-                "sly_standalone",
-                "--db",
-                str(tmp_path / f"events-{port}.db"),
-                *args,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started.append(proc)
-
-        def listening():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return True
-            except OSError:
-                return proc.poll() is not None
-
-        wait_for(listening, timeout=60)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def test_standalone_receiver_needs_no_project(standalone):
     """``python -m django_supalytics.receiver``: for clients that are not Django projects."""
-    base = standalone()
+    _, port = standalone()
+    base = f"http://127.0.0.1:{port}"
     url = f"{base}/v1/events"
     assert post(url, {"name": "signed_up"}, key="sly_standalone").json() == {"success": True}
     assert_error(post(url, {"name": "x"}, key="sly_test_key"), 401, "invalid_api_key")
@@ -397,7 +351,8 @@ def test_standalone_receiver_needs_no_project(standalone):
 
 
 def test_standalone_control_needs_its_token_and_refuses_cross_origin_posts(standalone):
-    base = standalone("--control-token", "ctl-secret")
+    _, port = standalone("--control-token", "ctl-secret")
+    base = f"http://127.0.0.1:{port}"
     assert post(f"{base}/v1/events", {"name": "kept"}, key="sly_standalone").status_code == 200
     events_url = f"{base}/v1/_control/events"
     auth = {"Authorization": "Bearer ctl-secret"}

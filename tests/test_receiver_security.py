@@ -102,39 +102,6 @@ def test_at_most_half_of_a_key_is_kept(supalytics_receiver, settings, key, kept)
 # The standalone server: python -m django_supalytics.receiver
 
 
-@pytest.fixture
-def standalone(tmp_path):
-    started = []
-
-    def start(*args):
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        argv = ["--port", str(port), "--db", str(tmp_path / f"events-{port}.db"), *args]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "django_supalytics.receiver", *argv],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started.append(proc)
-
-        def listening():
-            try:
-                requests.get(f"http://127.0.0.1:{port}/v1/openapi.json", timeout=1)
-                return True
-            except requests.RequestException:
-                assert proc.poll() is None, "the receiver exited"
-                return False
-
-        wait_for(listening, timeout=60)
-        return proc, port
-
-    yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def threads(pid):
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads")))

@@ -125,6 +125,9 @@ class ReceiverServer(ThreadedWSGIServer):
     connection_timeout: float | None = CONNECTION_TIMEOUT
     #: Connections served at once, one thread each.
     max_connections = MAX_CONNECTIONS
+    #: The listen backlog (Django's is 10): a burst of new connections beyond it waits for the
+    #: client's SYN retransmit, a second or more, before it is even accepted.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
