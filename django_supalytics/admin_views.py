@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -129,27 +130,40 @@ def one_row(
 def retry_view(model_admin: OutboxEventAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
     """Retry now, for one row: the same permission and the same re-checked condition as the
     action (a row sent or claimed since the page was shown is left as it is)."""
-    if not model_admin.has_retry_permission(request):
-        raise PermissionDenied
-    row = one_row(model_admin, request, object_id)
-    if bulk.retry(row, user=request.user):
-        messages.success(request, "Queued for delivery now.")
-    else:
-        messages.warning(request, f"Not retried: the event is {status_now(row)}.")
-    return back(model_admin, request, row, object_id)
+    allowed = model_admin.has_retry_permission(request)
+    return act_on_one(
+        model_admin, request, object_id, allowed, bulk.retry, "Queued for delivery now.", "retried"
+    )
 
 
 def discard_view(
     model_admin: OutboxEventAdmin, request: HttpRequest, object_id: str
 ) -> HttpResponse:
     """Discard, for one row: never a row a worker holds (``sending``)."""
-    if not model_admin.has_delete_permission(request):
+    allowed = model_admin.has_delete_permission(request)
+    return act_on_one(
+        model_admin, request, object_id, allowed, bulk.discard, "Event discarded.", "discarded"
+    )
+
+
+def act_on_one(
+    model_admin: OutboxEventAdmin,
+    request: HttpRequest,
+    object_id: str,
+    allowed: bool,
+    act: Callable[..., int],
+    done: str,
+    verb: str,
+) -> HttpResponse:
+    """A change-form button: ``act`` (a ``bulk`` function) on the one row, a message saying
+    whether it happened, and back to the row's page."""
+    if not allowed:
         raise PermissionDenied
     row = one_row(model_admin, request, object_id)
-    if bulk.discard(row, user=request.user):
-        messages.success(request, "Event discarded.")
+    if act(row, user=request.user):
+        messages.success(request, done)
     else:
-        messages.warning(request, f"Not discarded: the event is {status_now(row)}.")
+        messages.warning(request, f"Not {verb}: the event is {status_now(row)}.")
     return back(model_admin, request, row, object_id)
 
 
