@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/delivery.py efficiency --events 3000 --workers 2
     .venv/bin/python bench/delivery.py capacity --events 3000 --workers 2 --receivers 2
+    .venv/bin/python bench/delivery.py capacity --events 6000 --workers 2 --sink
     .venv/bin/python bench/delivery.py lag --rate 50 --seconds 20 --workers 2
     .venv/bin/python bench/delivery.py recovery --events 3000 --outage 120 --workers 2
     .venv/bin/python bench/delivery.py wan --events 1500 --workers 2 --rtt 0.04 --jitter 0.01 \
@@ -15,11 +16,13 @@ throwaway database, and reads the receiver's own counts of what it answered.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
 import sys
 import time
+import urllib.request
 from datetime import datetime
 
 from common import database_label, setup, throwaway_database
@@ -48,14 +51,18 @@ from tests.processes import (
 LIMIT = 100
 
 
-def start(workers: int, receivers: int, unlimited: bool) -> tuple[list[ChildProcess], str]:
+def start(
+    workers: int, receivers: int, unlimited: bool, overrides: str = "{}"
+) -> tuple[list[ChildProcess], str]:
     port = free_port()
     env = {"SUPALYTICS_RECEIVER_RATE_LIMIT": str(10**9 if unlimited else LIMIT)}
     if unlimited:
         env["SUPALYTICS_RATE_LIMIT"] = str(10**9)
     procs = [start_receiver_process(port, "--reuse-port", **env) for _ in range(receivers)]
     url = f"http://127.0.0.1:{port}/v1/events"
-    procs.append(start_worker_process(url, concurrency=workers, **env))
+    procs.append(
+        start_worker_process(url, concurrency=workers, SUPALYTICS_TEST_OVERRIDES=overrides, **env)
+    )
     return procs, url
 
 
@@ -114,11 +121,16 @@ def reset() -> None:
 
 
 def run(
-    workers: int, receivers: int, unlimited: bool, events: int, backlog_first: bool
+    workers: int,
+    receivers: int,
+    unlimited: bool,
+    events: int,
+    backlog_first: bool,
+    overrides: str = "{}",
 ) -> tuple[list[str], int, float, dict[str, int]]:
     """Track ``events`` (before or after starting the processes) and wait for all of them."""
     keys = track_many(events) if backlog_first else []
-    procs, _ = start(workers, receivers, unlimited)
+    procs, _ = start(workers, receivers, unlimited, overrides)
     try:
         keys = keys or track_many(events)
         wait_received(events, timeout=events / 20 + 60)
@@ -139,15 +151,56 @@ def efficiency(args: argparse.Namespace) -> None:
 
 
 def capacity(args: argparse.Namespace) -> None:
-    _, count, rate, figures = run(
-        args.workers, args.receivers, True, args.events, backlog_first=True
-    )
+    for overrides in args.worker_settings or ["{}"]:
+        reset()
+        capacity_run(args, overrides)
+
+
+def capacity_run(args: argparse.Namespace, overrides: str) -> None:
+    if args.sink:
+        count, rate, figures = sink_run(args, overrides)
+        against = "bench/sink.py (a receiver that does nothing)"
+    else:
+        _, count, rate, figures = run(
+            args.workers, args.receivers, True, args.events, True, overrides
+        )
+        against = f"{args.receivers} mock receiver processes"
     print(
-        f"raw capacity, {args.workers} worker processes, {args.receivers} receiver "
-        f"processes, limits out of the way, {args.events} events"
+        f"raw capacity, {args.workers} worker processes, {against}, limits out of the way, "
+        f"{args.events} events, worker settings {overrides}"
     )
     print(f"  delivered {count} at {rate:.1f} events/s = {rate / LIMIT:.2f} × 100/s")
     print(f"  lost {figures['lost']}, stored twice {figures['stored_twice']}")
+
+
+def sink_run(args: argparse.Namespace, overrides: str) -> tuple[int, float, dict[str, int]]:
+    """A backlog sent to ``bench/sink.py``: what the senders can do when answers cost nothing."""
+    keys = track_many(args.events)
+    port = free_port()
+    procs = [start_server_process(["bench/sink.py", "--port", str(port)], port)]
+    received: list[tuple[str, float]] = []
+    try:
+        procs.append(
+            start_worker_process(
+                f"http://127.0.0.1:{port}/v1/events",
+                concurrency=args.workers,
+                SUPALYTICS_RATE_LIMIT=str(10**9),
+                SUPALYTICS_TEST_OVERRIDES=overrides,
+            )
+        )
+        deadline = time.monotonic() + args.events / 20 + 60
+        while len(received) < args.events and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/keys") as answer:
+                received = json.load(answer)
+    finally:
+        for proc in procs:
+            proc.stop()
+    times = sorted(t for _, t in received)
+    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    sent = [key for key, _ in received]
+    figures = {"lost": len(set(keys) - set(sent)), "stored_twice": len(sent) - len(set(sent))}
+    return len(set(sent)), rate, figures
 
 
 def lag(args: argparse.Namespace) -> None:
@@ -328,6 +381,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--receivers", type=int, default=2)
+    parser.add_argument("--sink", action="store_true", help="capacity: to bench/sink.py")
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--outage", type=float, default=120, help="recovery: seconds of 503")
@@ -337,7 +391,7 @@ def main() -> None:
     parser.add_argument(
         "--worker-settings",
         action="append",
-        help="wan: SUPALYTICS overrides for the worker, as JSON; one run per option",
+        help="wan, capacity: SUPALYTICS overrides for the worker, as JSON; one run per option",
     )
     args = parser.parse_args()
     if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
