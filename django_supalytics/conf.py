@@ -7,7 +7,9 @@ Every key is documented in ``docs/settings.md``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from types import UnionType
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from django.conf import settings
 
@@ -51,18 +53,85 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class Settings:
-    """Typed view of ``settings.SUPALYTICS``; each attribute is read on access."""
+class SettingsView:
+    """A typed view of one settings dict, ``settings.<setting>``, read on each access.
 
-    def _get(self, name: str) -> Any:
-        value = getattr(settings, "SUPALYTICS", {}) or {}
-        if not isinstance(value, dict):
-            return DEFAULTS[name]
-        return value.get(name, DEFAULTS[name])
+    Each name of ``defaults`` a subclass annotates becomes a property: the project's value,
+    else the default, converted to the annotated type (``float``, ``int``, ``str``, ``bool``,
+    a ``tuple`` or ``X | None``). A setting that needs more is a property of its own.
+    """
+
+    setting: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]]
 
     @property
     def raw(self) -> Any:
-        return getattr(settings, "SUPALYTICS", {})
+        return getattr(settings, self.setting, {})
+
+    def _get(self, name: str) -> Any:
+        raw = self.raw or {}
+        return raw.get(name, self.defaults[name]) if isinstance(raw, dict) else self.defaults[name]
+
+    def __init_subclass__(cls) -> None:
+        hints = get_type_hints(cls)
+        missing = set(cls.defaults) - set(hints) - set(vars(cls))
+        if missing:
+            raise TypeError(f"{cls.__name__}: no annotation or property for {sorted(missing)}")
+        for name, kind in hints.items():
+            if name in cls.defaults:
+                setattr(cls, name, _setting(name, _converter(kind)))
+
+
+def _setting(name: str, convert: Callable[[Any], Any]) -> property:
+    return property(lambda view: convert(view._get(name)))
+
+
+def _converter(kind: Any) -> Callable[[Any], Any]:
+    """What turns a value into ``kind``, one of the annotations ``SettingsView`` knows."""
+    if get_origin(kind) in (Union, UnionType):  # X | None
+        other = _converter(next(arg for arg in get_args(kind) if arg is not type(None)))
+        return lambda value: None if value is None else other(value)
+    if get_origin(kind) is tuple:
+        return tuple
+    return kind  # type: ignore[no-any-return]
+
+
+class Settings(SettingsView):
+    """``settings.SUPALYTICS``; every key is documented in ``docs/settings.md``."""
+
+    setting = "SUPALYTICS"
+    defaults = DEFAULTS
+
+    ENDPOINT: str
+    ENABLED: bool
+    RATE_LIMIT: float
+    CACHE_ALIAS: str
+    #: The most one request may take, from connect to the last byte of the answer.
+    REQUEST_TIMEOUT: float
+    MAX_ATTEMPTS: int
+    BACKOFF_BASE: float
+    BACKOFF_MAX: float
+    OUTAGE_PROBE_MAX: float
+    MAX_COUNTDOWN: float
+    LEASE_SECONDS: float
+    SWEEP_GRACE: float
+    BATCH_SIZE: int
+    SEND_CONCURRENCY: int
+    RETENTION_DAYS: float
+    FAILED_RETENTION_DAYS: float | None
+    OUTBOX_DATABASES: tuple[str, ...]
+    TASK_QUEUE: str | None
+    ENQUEUE: str
+    DELIVERY_BACKEND: str
+    COOKIE_NAME: str
+    HEADER_NAME: str
+    SOURCE_ORDER: tuple[str, ...]
+    USER_FIELD: str | None
+    ATTRIBUTION: str
+    HEALTH_MAX_LAG: float
+    #: What ``track()`` does for a suppressed visitor: ``"anonymize"`` or ``"drop"``; ``"off"``
+    #: (the default): no suppression, and ``track()`` looks nothing up.
+    SUPPRESSION: str
 
     @property
     def API_KEY(self) -> str | None:
@@ -75,129 +144,15 @@ class Settings:
         return key or None
 
     @property
-    def ENDPOINT(self) -> str:
-        return str(self._get("ENDPOINT"))
-
-    @property
-    def ENABLED(self) -> bool:
-        return bool(self._get("ENABLED"))
-
-    @property
-    def RATE_LIMIT(self) -> float:
-        return float(self._get("RATE_LIMIT"))
-
-    @property
-    def CACHE_ALIAS(self) -> str:
-        return str(self._get("CACHE_ALIAS"))
-
-    @property
-    def REQUEST_TIMEOUT(self) -> float:
-        """The most one request may take, from connect to the last byte of the answer."""
-        return float(self._get("REQUEST_TIMEOUT"))
-
-    @property
-    def MAX_ATTEMPTS(self) -> int:
-        return int(self._get("MAX_ATTEMPTS"))
-
-    @property
-    def BACKOFF_BASE(self) -> float:
-        return float(self._get("BACKOFF_BASE"))
-
-    @property
-    def BACKOFF_MAX(self) -> float:
-        return float(self._get("BACKOFF_MAX"))
-
-    @property
-    def OUTAGE_PROBE_MAX(self) -> float:
-        return float(self._get("OUTAGE_PROBE_MAX"))
-
-    @property
-    def MAX_COUNTDOWN(self) -> float:
-        return float(self._get("MAX_COUNTDOWN"))
-
-    @property
-    def LEASE_SECONDS(self) -> float:
-        return float(self._get("LEASE_SECONDS"))
-
-    @property
-    def SWEEP_GRACE(self) -> float:
-        return float(self._get("SWEEP_GRACE"))
-
-    @property
-    def BATCH_SIZE(self) -> int:
-        return int(self._get("BATCH_SIZE"))
-
-    @property
-    def SEND_CONCURRENCY(self) -> int:
-        return int(self._get("SEND_CONCURRENCY"))
-
-    @property
-    def RETENTION_DAYS(self) -> float:
-        return float(self._get("RETENTION_DAYS"))
-
-    @property
-    def FAILED_RETENTION_DAYS(self) -> float | None:
-        days = self._get("FAILED_RETENTION_DAYS")
-        return None if days is None else float(days)
-
-    @property
-    def OUTBOX_DATABASES(self) -> tuple[str, ...]:
-        return tuple(self._get("OUTBOX_DATABASES"))
-
-    @property
-    def TASK_QUEUE(self) -> str | None:
-        queue = self._get("TASK_QUEUE")
-        return None if queue is None else str(queue)
-
-    @property
-    def ENQUEUE(self) -> str:
-        return str(self._get("ENQUEUE"))
-
-    @property
-    def DELIVERY_BACKEND(self) -> str:
-        return str(self._get("DELIVERY_BACKEND"))
-
-    @property
-    def COOKIE_NAME(self) -> str:
-        return str(self._get("COOKIE_NAME"))
-
-    @property
-    def HEADER_NAME(self) -> str:
-        return str(self._get("HEADER_NAME"))
-
-    @property
-    def SOURCE_ORDER(self) -> tuple[str, ...]:
-        return tuple(self._get("SOURCE_ORDER"))
-
-    @property
-    def USER_FIELD(self) -> str | None:
-        field = self._get("USER_FIELD")
-        return None if field is None else str(field)
-
-    @property
-    def ATTRIBUTION(self) -> str:
-        return str(self._get("ATTRIBUTION"))
-
-    @property
     def MAX_AGE(self) -> dict[str, float]:
         """``{event name: seconds}``: rows older than that when their turn comes expire."""
         return {str(name): float(age) for name, age in dict(self._get("MAX_AGE")).items()}
-
-    @property
-    def HEALTH_MAX_LAG(self) -> float:
-        return float(self._get("HEALTH_MAX_LAG"))
 
     @property
     def METRICS_TOKEN(self) -> str | None:
         """The bearer token a scraper sends to ``metrics/`` (None: staff only)."""
         token = self._get("METRICS_TOKEN")
         return token.strip() or None if isinstance(token, str) else None
-
-    @property
-    def SUPPRESSION(self) -> str:
-        """What ``track()`` does for a suppressed visitor: ``"anonymize"`` or ``"drop"``;
-        ``"off"`` (the default): no suppression, and ``track()`` looks nothing up."""
-        return str(self._get("SUPPRESSION"))
 
     @property
     def HONOR_GPC(self) -> bool:

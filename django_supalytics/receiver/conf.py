@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.conf import settings
+from ..conf import SettingsView
 
 DEFAULTS: dict[str, Any] = {
     "API_KEYS": [],
@@ -18,39 +18,24 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ReceiverSettings:
-    def _get(self, name: str) -> Any:
-        raw = getattr(settings, "SUPALYTICS_RECEIVER", {}) or {}
-        return raw.get(name, DEFAULTS[name]) if isinstance(raw, dict) else DEFAULTS[name]
+class ReceiverSettings(SettingsView):
+    setting = "SUPALYTICS_RECEIVER"
+    defaults = DEFAULTS
+
+    RATE_LIMIT: int
+    CACHE_ALIAS: str
+    CONTROL: bool
+    MAX_EVENTS: int
+    CLOCK_OFFSET: float
 
     @property
     def API_KEYS(self) -> list[str]:
         return [str(key) for key in self._get("API_KEYS")]
 
     @property
-    def RATE_LIMIT(self) -> int:
-        return int(self._get("RATE_LIMIT"))
-
-    @property
-    def CACHE_ALIAS(self) -> str:
-        return str(self._get("CACHE_ALIAS"))
-
-    @property
-    def CONTROL(self) -> bool:
-        return bool(self._get("CONTROL"))
-
-    @property
     def CONTROL_TOKEN(self) -> str | None:
         token = self._get("CONTROL_TOKEN")
         return str(token) if token else None
-
-    @property
-    def MAX_EVENTS(self) -> int:
-        return int(self._get("MAX_EVENTS"))
-
-    @property
-    def CLOCK_OFFSET(self) -> float:
-        return float(self._get("CLOCK_OFFSET"))
 
     def now(self) -> float:
         """The receiver's clock: Unix time shifted by ``CLOCK_OFFSET`` (a server's clock is

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.utils.module_loading import import_string
+
+from ...conf import SettingsView
 
 #: What happened, and the name of the event tracked for it (``None``: not tracked).
 DEFAULT_EVENTS: dict[str, str | None] = {
@@ -28,16 +29,11 @@ DEFAULTS: dict[str, Any] = {
 MetadataHook = Callable[..., Mapping[str, Any]]
 
 
-class DjstripeSettings:
+class DjstripeSettings(SettingsView):
     """Typed view of ``settings.SUPALYTICS_DJSTRIPE``; each attribute is read on access."""
 
-    @property
-    def raw(self) -> Any:
-        return getattr(settings, "SUPALYTICS_DJSTRIPE", {})
-
-    def _get(self, name: str) -> Any:
-        raw = self.raw or {}
-        return raw.get(name, DEFAULTS[name]) if isinstance(raw, dict) else DEFAULTS[name]
+    setting = "SUPALYTICS_DJSTRIPE"
+    defaults = DEFAULTS
 
     @property
     def EVENTS(self) -> dict[str, str | None]:
