@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.apps import apps
@@ -65,7 +65,17 @@ def unsuppress_visitor(visitor_id: str) -> bool:
 
 def is_suppressed(visitor_id: str) -> bool:
     """True if ``visitor_id`` was suppressed: one look-up by the unique digest."""
-    return SuppressedVisitor.objects.filter(digest=visitor_digest(visitor_id)).exists()
+    return bool(suppressed_among([visitor_id]))
+
+
+def suppressed_among(visitor_ids: Iterable[str]) -> set[str]:
+    """The IDs of ``visitor_ids`` that were suppressed: one query by the unique digest, none
+    when no ID is given."""
+    digests = {visitor_digest(visitor_id): visitor_id for visitor_id in visitor_ids if visitor_id}
+    if not digests:
+        return set()
+    found = SuppressedVisitor.objects.filter(digest__in=digests).values_list("digest", flat=True)
+    return {digests[digest] for digest in found}
 
 
 def forget_visitor(visitor_id: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ from django.db import connections, router
 from .conf import conf
 from .dispatch import schedule
 from .exceptions import InvalidEvent
-from .forgetting import is_suppressed
+from .forgetting import suppressed_among
 from .identity import get_visitor_id, is_authenticated, link_visitor
 from .models import OutboxEvent
 from .validation import (
@@ -85,10 +85,8 @@ def track(
         request_user = getattr(request, "user", None)
         user = request_user if is_authenticated(request_user) else None
     event = build_event(name, visitor_id=visitor_id, user=user, request=request, metadata=metadata)
-    if _suppressed(request, event.visitor_id):
-        if conf.SUPPRESSION == "drop":
-            return event  # unsaved (``pk`` None): nothing is written, nothing is sent
-        event.visitor_id = ""  # and so never linked to the user below
+    if not withhold([event], request):
+        return event  # unsaved (``pk`` None): nothing is written, nothing is sent
     if bulk:
         event.priority = OutboxEvent.Priority.BULK
     using = using or router.db_for_write(OutboxEvent)
@@ -101,14 +99,30 @@ def track(
     return event
 
 
-def _suppressed(request: Any, visitor_id: str) -> bool:
-    """The request objects (``Sec-GPC: 1`` under ``HONOR_GPC``), or the ID was suppressed:
-    one indexed look-up, only when there is an ID and ``SUPPRESSION`` is not ``"off"``."""
+def withhold(events: list[OutboxEvent], request: Any = None) -> list[OutboxEvent]:
+    """``SUPPRESSION`` applied to unsaved events, before they are written: the events to write.
+
+    An event of a suppressed visitor, or tracked with a request that objects (``Sec-GPC: 1``
+    under ``HONOR_GPC``), loses its visitor ID (so it is never linked to a user either), or with
+    ``"drop"`` is left out. One indexed look-up for all of them; none while ``SUPPRESSION`` is
+    ``"off"`` (the default), so ``track()`` costs what an INSERT costs. ``track()``,
+    ``supalytics_send`` and ``supalytics_backfill`` all pass through here.
+    """
     state = getattr(request, "supalytics", None) if request is not None else None
     if getattr(state, "gpc", False) is True:
-        return True
-    # Off (the default): no look-up, so track() costs what an INSERT costs.
-    return conf.SUPPRESSION != "off" and bool(visitor_id) and is_suppressed(visitor_id)
+        hidden = {event.visitor_id for event in events}
+    elif conf.SUPPRESSION == "off":
+        return events
+    else:
+        hidden = suppressed_among(event.visitor_id for event in events)
+    kept = []
+    for event in events:
+        if event.visitor_id in hidden:
+            if conf.SUPPRESSION == "drop":
+                continue
+            event.visitor_id = ""
+        kept.append(event)
+    return kept
 
 
 class OutboxNotInTransactionWarning(RuntimeWarning):

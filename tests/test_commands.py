@@ -375,6 +375,33 @@ def test_backfill_re_run_after_a_purge_sends_nothing_again(
     assert sum(len(h.event_ids) for h in published) == 3
 
 
+@pytest.mark.parametrize("mode", ["anonymize", "drop"])
+def test_backfill_treats_a_suppressed_visitor_as_track_does(
+    django_user_model, settings, published, django_capture_on_commit_callbacks, mode
+):
+    from django_supalytics import suppress_visitor, unsuppress_visitor
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SUPPRESSION": mode}
+    subs = _subscriptions(django_user_model, 3)
+    Subscription.objects.filter(pk=subs[0].pk).update(plan="free")
+    suppress_visitor("pro")  # the plan column stands in for a visitor ID a project keeps
+    args = ("supalytics_backfill", "shop.Subscription", "--event", "e", "--visitor-id-from", "plan")
+    with django_capture_on_commit_callbacks(execute=True):
+        output = run(*args)
+    visitors = sorted(OutboxEvent.objects.values_list("visitor_id", flat=True))
+    if mode == "anonymize":
+        assert "Tracked 3 e events; 0 rows already done." in output
+        assert visitors == ["", "", "free"]
+        return
+    assert "Tracked 1 e events; 0 rows already done; 2 left out (suppressed visitors)." in output
+    assert visitors == ["free"]
+    assert sum(len(h.event_ids) for h in published) == 1
+    unsuppress_visitor("pro")  # left out, not done: a re-run tracks them now
+    with django_capture_on_commit_callbacks(execute=True):
+        assert "Tracked 2 e events; 1 rows already done." in run(*args)
+    assert OutboxEvent.objects.filter(visitor_id="pro").count() == 2
+
+
 def test_status_marks_an_estimated_sent_count():
     track("a")
     with mock.patch("django_supalytics.stats.estimated_rows", return_value=2_000_000):

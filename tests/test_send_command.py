@@ -27,11 +27,23 @@ def test_send_names_the_configured_backend(settings, capsys, backend, said, monk
     assert OutboxEvent.objects.get().name == "setup_check"
 
 
-def test_send_says_so_when_suppression_drops_the_event(settings, capsys, published):
+@pytest.mark.parametrize("now", [[], ["--now"]])
+def test_send_says_so_when_suppression_drops_the_event(settings, capsys, published, now):
     from django_supalytics import suppress_visitor
 
     settings.SUPALYTICS = {**settings.SUPALYTICS, "SUPPRESSION": "drop"}
     suppress_visitor("v-objects")
-    call_command("supalytics_send", "setup_check", "--visitor-id", "v-objects")
+    call_command("supalytics_send", "setup_check", "--visitor-id", "v-objects", *now)
     assert "Not tracked: visitor 'v-objects' is suppressed." in capsys.readouterr().out
     assert not OutboxEvent.objects.exists() and published == []
+
+
+def test_send_now_anonymizes_a_suppressed_visitor(settings, capsys, endpoint):
+    from django_supalytics import suppress_visitor
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SUPPRESSION": "anonymize"}
+    suppress_visitor("v-objects")
+    call_command("supalytics_send", "setup_check", "--visitor-id", "v-objects", "--now")
+    assert "Outcome: sent" in capsys.readouterr().out
+    assert OutboxEvent.objects.get().visitor_id == ""
+    assert "v-objects" not in endpoint.requests[0].body.decode()

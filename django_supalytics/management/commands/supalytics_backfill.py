@@ -14,7 +14,7 @@ from ...checks import sensitive_field
 from ...dispatch import publish
 from ...exceptions import InvalidEvent
 from ...models import BackfillRecord, OutboxEvent, outbox_alias
-from ...tracking import build_event
+from ...tracking import build_event, withhold
 from ._common import Progress, usage_error
 
 #: Namespace of backfilled events' UUIDs: the same row and event name give the same UUID, so the
@@ -98,7 +98,7 @@ class Command(BaseCommand):
         if user_from:
             rows = rows.select_related(user_from)
         progress = Progress(rows.count(), self.stdout, "Backfilling")
-        created = skipped = 0
+        created = skipped = withheld = 0
         last_pk = None
         while True:
             # "is not None": a batch may end at pk 0 (or "" for a text key).
@@ -107,14 +107,16 @@ class Command(BaseCommand):
             if not batch:
                 break
             last_pk = batch[-1].pk
-            new, old = self._batch(
+            new, old, dropped = self._batch(
                 model_class, batch, event, metadata_from, user_from, visitor_id_from, dry_run
             )
-            created, skipped = created + new, skipped + old
+            created, skipped, withheld = created + new, skipped + old, withheld + dropped
             progress.advance(len(batch))
         progress.finish()
         verb = "Would track" if dry_run else "Tracked"
-        self.stdout.write(f"{verb} {created} {event} events; {skipped} rows already done.")
+        line = f"{verb} {created} {event} events; {skipped} rows already done"
+        suppressed = f"; {withheld} left out (suppressed visitors)" if withheld else ""
+        self.stdout.write(f"{line}{suppressed}.")
 
     def _check_value_field(self, model_class: type[models.Model], name: str) -> None:
         """Only plain columns that hold no secret or account data are sent (an allow-list:
@@ -148,7 +150,7 @@ class Command(BaseCommand):
         user_from: str | None,
         visitor_id_from: str | None,
         dry_run: bool,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         label = model_class._meta.label_lower
         alias = outbox_alias()
         wanted = {backfill_uuid(label, row.pk, name): row for row in batch}
@@ -179,8 +181,12 @@ class Command(BaseCommand):
             event.uuid = key
             event.priority = OutboxEvent.Priority.BULK  # live events go first
             events.append(event)
+        # A suppressed visitor's events, as track() treats them: anonymized, or left out (and
+        # not recorded as done: a re-run after unsuppress_visitor() tracks them).
+        built, events = len(events), withhold(events)
+        counts = len(events), len(done), built - len(events)
         if dry_run or not events:
-            return len(events), len(done)
+            return counts
         with transaction.atomic(using=alias):
             # The record commits with the event, or neither does.
             BackfillRecord.objects.using(alias).bulk_create(
@@ -194,4 +200,4 @@ class Command(BaseCommand):
             )
             # One message per BATCH_SIZE rows, the way every committed row is handed over.
             transaction.on_commit(partial(publish, list(pks), using=alias), using=alias)
-        return len(events), len(done)
+        return counts

@@ -10,7 +10,7 @@ from ... import delivery
 from ...backends import get_backend
 from ...client import Kind
 from ...exceptions import InvalidEvent
-from ...tracking import build_event, track
+from ...tracking import build_event, track, withhold
 from ._common import parse_metadata, usage_error
 
 
@@ -46,7 +46,8 @@ class Command(BaseCommand):
             if now:
                 # Sent from here: the row is written without asking a worker to send it too.
                 event = build_event(name, visitor_id=visitor_id, metadata=parse_metadata(metadata))
-                event.save(force_insert=True)
+                if withhold([event]):
+                    event.save(force_insert=True)
             else:
                 with transaction.atomic():
                     event = track(name, visitor_id=visitor_id, metadata=parse_metadata(metadata))
