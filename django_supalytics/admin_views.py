@@ -21,6 +21,7 @@ from django.utils import timezone
 from . import bulk
 from .admin_list import ago, badge, exact, outbox_database, span
 from .models import OutboxEvent, outbox_aliases
+from .validation import MetadataEncoder
 
 if TYPE_CHECKING:
     from .admin import OutboxEventAdmin
@@ -72,7 +73,9 @@ def event_context(
         "created_ago": ago(row.created_at),
         "next_attempt": row.next_attempt_at if row.status == Status.PENDING else None,
         "setting_to_fix": bulk.setting_to_fix(row.last_status_code),
-        "payload_json": json.dumps(row.payload, indent=2, sort_keys=True, ensure_ascii=False),
+        "payload_json": json.dumps(
+            row.payload, cls=MetadataEncoder, indent=2, sort_keys=True, ensure_ascii=False
+        ),
         "timeline": timeline(row),
         "sent_badge": badge(Status.SENT),
         "retry_url": (

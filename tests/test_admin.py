@@ -1,5 +1,6 @@
 from contextlib import contextmanager
 from datetime import timedelta
+from decimal import Decimal
 from unittest import mock
 
 import pytest
@@ -67,10 +68,11 @@ def test_changelist_search_by_uuid_and_visitor(admin_client):
 
 
 def test_detail_shows_the_payload_and_never_the_key(admin_client, settings):
-    event = track("shown", metadata={"plan": "pro"})
+    event = track("shown", metadata={"plan": "pro", "amount": Decimal("29.90")})
     url = reverse("admin:django_supalytics_outboxevent_change", args=[event.pk])
     html = admin_client.get(url).content.decode()
     assert "&quot;plan&quot;: &quot;pro&quot;" in html
+    assert "&quot;amount&quot;: 29.90," in html  # the exact digits sent, not 29.9
     assert settings.SUPALYTICS["API_KEY"] not in html
 
 
