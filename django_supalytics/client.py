@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -9,6 +10,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import urllib3
@@ -170,7 +172,10 @@ def scrub(text: str, api_key: str) -> str:
     control character (and terminal escape sequence) removed; at most 500 characters."""
     text = _ESCAPES_RE.sub("", _BREAKS_RE.sub(" ", text))
     if len(api_key) >= 4:  # a shorter "key" would blank out ordinary text
-        text = text.replace(api_key, "[API key]")
+        # As sent, and as an answer may echo it: JSON-, HTML- or percent-encoded.
+        written = {api_key, json.dumps(api_key)[1:-1], html.escape(api_key), quote(api_key, "")}
+        for form in sorted(written, key=len, reverse=True):
+            text = text.replace(form, "[API key]")
     return _BEARER_RE.sub("Bearer [redacted]", text)[:ERROR_TEXT_MAX]
 
 

@@ -395,6 +395,13 @@ def test_scrub_replaces_the_key_and_any_bearer_token():
     )
 
 
+@pytest.mark.parametrize(
+    "echoed", ['key "sly_<a&b>/+"', "key sly_&lt;a&amp;b&gt;/+", "key sly_%3Ca%26b%3E%2F%2B"]
+)
+def test_scrub_finds_the_key_as_an_answer_may_encode_it(echoed):
+    assert scrub(echoed, "sly_<a&b>/+").replace('"', "") == "key [API key]"
+
+
 def test_scrub_turns_line_breaks_and_tabs_into_spaces():
     assert scrub("a\r\nb\tc\nd\u2028e", "sly_x") == "a  b c d e"
 
