@@ -49,10 +49,19 @@ class Attempts:
     def __init__(self, api_key: str, sleep: Callable[[float], None]) -> None:
         self.api_key = api_key
         self.sleep = sleep
-        self.limiter = get_limiter(api_key)
-        self.circuit = get_circuit(api_key)
         self._lock = threading.Lock()
         self.stopped: Deferred | None = None
+        try:
+            self.limiter = get_limiter(api_key)
+            self.circuit = get_circuit(api_key)
+        except Exception as exc:  # the cache's client cannot be made (redis-py missing, ...)
+            # Stopped before the first attempt: the sender hands every row back (E025 says why).
+            logger.exception("supalytics: rate limiter unavailable; pausing")
+            self.stop(self._limiter_down(exc))
+
+    def _limiter_down(self, exc: Exception) -> Deferred:
+        error = client.scrub(f"not sent: rate limiter unavailable: {exc!r}", self.api_key)
+        return Deferred(LIMITER_DOWN_PAUSE, error)
 
     def stop(self, reason: Deferred) -> Deferred:
         """Stop the attempts not started yet; the reason in force (the first one given)."""
@@ -93,8 +102,7 @@ class Attempts:
             # The limiter's store (Redis) is down: sending without it could break the limit for
             # every worker, so sending pauses and the rows are handed back.
             logger.warning("supalytics: rate limiter unavailable (%s); pausing", exc)
-            error = client.scrub(f"not sent: rate limiter unavailable: {exc!r}", self.api_key)
-            return self.stop(Deferred(LIMITER_DOWN_PAUSE, error))
+            return self.stop(self._limiter_down(exc))
         if not reservation.granted:  # paused after a 429, or the schedule is full
             return self.stop(Deferred(reservation.delay))
         # The send stopped while this thread waited for its slot; but a probe goes out all the

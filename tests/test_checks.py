@@ -133,6 +133,30 @@ def test_w002_any_cache_but_redis(backend, warned):
         assert "no rate limit would apply at all" in found[0].msg
 
 
+@pytest.mark.parametrize(
+    ("backend", "module"),
+    [
+        ("django.core.cache.backends.redis.RedisCache", "redis"),
+        ("django_redis.cache.RedisCache", "django_redis"),
+    ],
+)
+def test_e025_a_redis_cache_without_its_client_library(backend, module):
+    import sys
+    from unittest import mock
+
+    from django_supalytics.checks import check_settings
+
+    with (
+        mock.patch.dict(sys.modules, {module: None}),  # not installed
+        override_settings(
+            SUPALYTICS=BASE, CACHES={"default": {"BACKEND": backend, "LOCATION": "x"}}
+        ),
+    ):
+        found = [m for m in check_settings() if m.id == "supalytics.E025"]
+    assert len(found) == 1 and f"{module!r} is not installed" in found[0].msg
+    assert found[0].hint == 'pip install "django-supalytics[redis]"'
+
+
 def test_w002_per_process_cache_through_run_checks():
     with override_settings(
         SUPALYTICS=BASE,

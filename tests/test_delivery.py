@@ -444,6 +444,30 @@ def test_a_limiter_store_that_is_down_pauses_sending(endpoint, settings):
         assert "rate limiter unavailable" in row.last_error
 
 
+def test_a_redis_cache_without_redis_py_hands_every_row_back(endpoint, settings):
+    """The limiter's client cannot even be made (the [redis] extra not installed): no request,
+    and no row left ``sending``; the error names what is missing."""
+    import sys
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "no-redis-py": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+        },
+    }
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "CACHE_ALIAS": "no-redis-py"}
+    events = [track(f"e{i}") for i in range(3)]
+    with mock.patch.dict(sys.modules, {"redis": None}):  # what an install without redis-py has
+        results = delivery.deliver_many([e.pk for e in events])
+    assert {r.outcome for r in results} == {"deferred"}
+    assert endpoint.requests == []
+    for event in events:
+        row = _reload(event)
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert "rate limiter unavailable" in row.last_error and "redis" in row.last_error
+
+
 @pytest.fixture
 def outage_settings(endpoint, settings, monkeypatch):
     settings.SUPALYTICS = {

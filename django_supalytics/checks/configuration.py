@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from importlib.util import find_spec
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,9 +68,20 @@ REDIS_CACHES = (
 
 
 def _check_limiter_cache(alias: str, backend: str) -> list[CheckMessage]:
-    """W002: the shared limiter needs Redis; any other cache gets a per-process one."""
+    """W002: the shared limiter needs Redis; any other cache gets a per-process one. E025: a
+    Redis cache whose client library is not installed (nothing could be sent)."""
     if backend in REDIS_CACHES:
-        return []
+        missing = [name for name in ("redis", backend.split(".")[0]) if not find_spec(name)]
+        if not missing:
+            return []
+        return [
+            Error(
+                f"The cache {alias!r} that holds the rate limiter is {backend}, but "
+                f"{missing[0]!r} is not installed: no event could be sent.",
+                hint='pip install "django-supalytics[redis]"',
+                id="supalytics.E025",
+            )
+        ]
     if backend == "django.core.cache.backends.dummy.DummyCache":
         problem = "is a DummyCache, which stores nothing: no rate limit would apply at all"
     else:
