@@ -1269,21 +1269,27 @@ def test_the_key_is_hidden_in_the_frames_of_a_failed_attempt_in_an_error_mail(en
     assert "********************" in html
 
 
-def test_the_key_is_hidden_in_the_frame_that_makes_the_attempts(monkeypatch):
+def test_the_key_is_hidden_in_the_frame_that_makes_the_attempts(monkeypatch, caplog):
+    """A limiter that cannot be made stops the attempts; the logged traceback (what an error
+    mail shows) hides the key in every frame, and the stored reason never holds it."""
     import traceback
 
     from django.views.debug import SafeExceptionReporterFilter
 
     def broken(api_key):
-        raise RuntimeError("store down")
+        raise RuntimeError(f"store down for {api_key}")
 
     monkeypatch.setattr(attempt, "get_limiter", broken)
-    with pytest.raises(RuntimeError) as raised:
-        attempt.Attempts("sly_" + "secret_init", time.sleep)
+    with caplog.at_level("ERROR", logger="django_supalytics"):
+        attempts = attempt.Attempts("sly_" + "secret_init", time.sleep)
+    assert attempts.stopped is not None
+    assert "rate limiter unavailable" in attempts.stopped.error
+    assert "secret_init" not in attempts.stopped.error
+    (record,) = [r for r in caplog.records if r.exc_info]
     reporter = SafeExceptionReporterFilter()
     frames = [
         dict(reporter.get_traceback_frame_variables(None, frame))
-        for frame, _ in traceback.walk_tb(raised.tb)
+        for frame, _ in traceback.walk_tb(record.exc_info[2])
     ]
     init, raising = frames[-2], frames[-1]
     assert init["api_key"] == raising["api_key"] == "********************"
