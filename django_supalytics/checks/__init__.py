@@ -1,7 +1,8 @@
 """System checks: one stable ID for each way to misconfigure the app (``docs/settings.md``).
 
-``configuration`` checks the ``SUPALYTICS`` setting; ``project`` the databases, user model and
-middleware around it. Importing this package registers them all.
+``configuration`` checks the ``SUPALYTICS`` setting (``caches``: the cache that holds the
+shared limiter); ``project`` the databases, user model and middleware around it. Importing
+this package registers them all.
 """
 
 from .configuration import (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from importlib.util import find_spec
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,12 +13,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from ..client import api_key_problem
 from ..conf import DEFAULTS, conf
+from .caches import limiter_cache_errors
 from .project import user_field_errors
 
-PER_PROCESS_CACHES = (
-    "django.core.cache.backends.locmem.LocMemCache",
-    "django.core.cache.backends.dummy.DummyCache",
-)
 NUMBERS = {
     "RATE_LIMIT": 1.0,
     "REQUEST_TIMEOUT": 0.001,
@@ -59,44 +55,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-REDIS_CACHES = (
-    "django.core.cache.backends.redis.RedisCache",
-    "django_redis.cache.RedisCache",
-)
-
-
-def _check_limiter_cache(alias: str, backend: str) -> list[CheckMessage]:
-    """W002: the shared limiter needs Redis; any other cache gets a per-process one. E025: a
-    Redis cache whose client library is not installed (nothing could be sent)."""
-    if backend in REDIS_CACHES:
-        missing = [name for name in ("redis", backend.split(".")[0]) if not find_spec(name)]
-        if not missing:
-            return []
-        return [
-            Error(
-                f"The cache {alias!r} that holds the rate limiter is {backend}, but "
-                f"{missing[0]!r} is not installed: no event could be sent.",
-                hint='pip install "django-supalytics[redis]"',
-                id="supalytics.E025",
-            )
-        ]
-    if backend == "django.core.cache.backends.dummy.DummyCache":
-        problem = "is a DummyCache, which stores nothing: no rate limit would apply at all"
-    else:
-        problem = (
-            f"is {backend or 'unset'}, not Redis: the limiter falls back to a lock in each "
-            "process, so each worker process would send at the full rate on its own"
-        )
-    return [
-        Warning(
-            f"The cache {alias!r} that holds the rate limiter {problem}.",
-            hint="Use a Redis cache (django.core.cache.backends.redis.RedisCache) whenever "
-            "more than one process sends.",
-            id="supalytics.W002",
-        )
-    ]
 
 
 @register(Tags.security)
@@ -187,7 +145,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     else:
-        errors.extend(_check_limiter_cache(alias, str(caches[alias].get("BACKEND", ""))))
+        errors.extend(limiter_cache_errors(alias, str(caches[alias].get("BACKEND", ""))))
     if raw.get("ENQUEUE", DEFAULTS["ENQUEUE"]) not in ("background", "inline"):
         errors.append(
             Error(

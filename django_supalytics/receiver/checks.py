@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from ..checks.configuration import PER_PROCESS_CACHES
+from ..checks.caches import PER_PROCESS_CACHES
 from .conf import conf
 
 #: A day: enough for any skew worth testing, and a typo like 3.6e9 is refused.
