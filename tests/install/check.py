@@ -6,6 +6,7 @@ events and checks that every one reaches the receiver. Runs once per broker:
 
     redis     pip install 'django-supalytics[redis,receiver]'; Redis broker and cache
     rabbitmq  pip install 'django-supalytics[receiver]';       RabbitMQ broker, no Redis at all
+              (and there, a RedisCache without redis-py is supalytics.E025 in manage.py check)
 
 Needs Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672, guest/guest); override with
 SUPALYTICS_INSTALL_REDIS_URL / SUPALYTICS_INSTALL_AMQP_URL. Runs with a bare Python (the one
@@ -160,6 +161,27 @@ def received(db: Path) -> list[str]:
             return []
 
 
+def check_redis_cache_without_redis_py(python: Path, project: Path, env: dict[str, str]) -> None:
+    """The README's RedisCache in an install without the [redis] extra: the system check
+    says which extra is missing (supalytics.E025), before anything is tracked."""
+    (project / "userproject" / "settings_rediscache.py").write_text(
+        "from .settings import *  # noqa: F403\n"
+        "CACHES = {'default': {'BACKEND': 'django.core.cache.backends.redis.RedisCache',"
+        " 'LOCATION': 'redis://127.0.0.1:6379/9'}}\n"
+    )
+    done = subprocess.run(
+        [str(python), "-m", "django", "check"],
+        cwd=project,
+        env={**env, "DJANGO_SETTINGS_MODULE": "userproject.settings_rediscache"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "supalytics.E025" in done.stderr, done.stderr
+    assert 'pip install "django-supalytics[redis]"' in done.stderr, done.stderr
+    say("no redis-py: manage.py check names the [redis] extra (supalytics.E025)")
+
+
 def check(name: str, wheel: Path, work: Path) -> None:
     spec = RUNS[name]
     venv = work / "venv"
@@ -204,6 +226,8 @@ def check(name: str, wheel: Path, work: Path) -> None:
     }
     run(python, "-m", "django", "migrate", "--verbosity=0", cwd=project, env=env)
     run(python, "-m", "django", "check", "--fail-level=WARNING", cwd=project, env=env)
+    if "redis" not in str(spec["extras"]).split(","):
+        check_redis_cache_without_redis_py(python, project, env)
 
     receiver_db = work / "received.sqlite3"
     receiver_env = {k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"}
