@@ -17,6 +17,7 @@ from . import client
 from .client import Kind, Outcome
 from .outage import get_circuit
 from .ratelimit import Reservation, get_limiter
+from .scrubbing import ERROR_TEXT_MAX, scrub
 
 if TYPE_CHECKING:
     from .models import OutboxEvent
@@ -60,7 +61,7 @@ class Attempts:
             self.stop(self._limiter_down(exc))
 
     def _limiter_down(self, exc: Exception) -> Deferred:
-        error = client.scrub(f"not sent: rate limiter unavailable: {exc!r}", self.api_key)
+        error = scrub(f"not sent: rate limiter unavailable: {exc!r}", self.api_key)
         return Deferred(LIMITER_DOWN_PAUSE, error)
 
     def stop(self, reason: Deferred) -> Deferred:
@@ -133,7 +134,5 @@ class Attempts:
             self.stop(Deferred(outage, error))
             # The API fails for everyone: the row spends no attempt on it.
             note = f"{outcome.error} (the API is failing for everyone; no attempt spent)"
-            return replace(
-                outcome, kind=Kind.DEFERRED, error=note[: client.ERROR_TEXT_MAX], wait=outage
-            )
+            return replace(outcome, kind=Kind.DEFERRED, error=note[:ERROR_TEXT_MAX], wait=outage)
         return outcome

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import time
 from dataclasses import dataclass, replace
 from enum import Enum
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote
 
 import requests
 import urllib3
@@ -18,12 +15,12 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import __version__
 from .conf import CONNECT_TIMEOUT_MAX, conf
+from .scrubbing import scrub
 from .transport import deadline_watch, get_session
 from .validation import MetadataEncoder
 from .waits import RATE_LIMIT_WAIT_MAX, parse_ratelimit_reset, rate_limit_wait, server_clock
 
 USER_AGENT = f"django-supalytics/{__version__}"
-ERROR_TEXT_MAX = 500
 #: How long a 3xx (a misconfigured ENDPOINT) holds the row and pauses every sender.
 MISCONFIGURED_WAIT = 60.0
 #: The most of an answer's body that is read; a longer one is cut and its connection dropped.
@@ -154,35 +151,26 @@ def api_key_problem(api_key: object) -> str | None:
     return None
 
 
-# Terminal escape sequences (CSI, OSC, and ESC with one character), then any other C0, DEL or
-# C1 control character, and the invisible ones that reorder or hide text (bidirectional
-# overrides, zero-width characters): removed. Line breaks and tabs become spaces first.
-_ESCAPES_RE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|[\x00-\x1f\x7f-\x9f]"
-    r"|[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-)
-_BREAKS_RE = re.compile(r"[\r\n\t\u2028\u2029]")
-_BEARER_RE = re.compile(r"\bbearer\s+[A-Za-z0-9._~+/-]+=*", re.IGNORECASE)
-
-
-@sensitive_variables("api_key")
-def scrub(text: str, api_key: str) -> str:
-    """``text`` made safe to store, log and show: the key replaced by ``[API key]``, any bearer
-    token by ``Bearer [redacted]``, line breaks and tabs turned into spaces, every other
-    control character (and terminal escape sequence) removed; at most 500 characters."""
-    text = _ESCAPES_RE.sub("", _BREAKS_RE.sub(" ", text))
-    if len(api_key) >= 4:  # a shorter "key" would blank out ordinary text
-        # As sent, and as an answer may echo it: JSON-, HTML- or percent-encoded.
-        written = {api_key, json.dumps(api_key)[1:-1], html.escape(api_key), quote(api_key, "")}
-        for form in sorted(written, key=len, reverse=True):
-            text = text.replace(form, "[API key]")
-    return _BEARER_RE.sub("Bearer [redacted]", text)[:ERROR_TEXT_MAX]
-
-
 def request_deadline() -> float:
     """Seconds one request may take at most, from connect to the answer's last byte
     (``REQUEST_TIMEOUT``; the watchdog's cut lands a fraction of a second after it)."""
     return conf.REQUEST_TIMEOUT
+
+
+_TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError)
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    """The answer's text in its declared charset, else UTF-8 (a charset Python does not know,
+    ``utf8mb4`` say, is the server's mistake, not a reason to keep the row waiting)."""
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
+
+
+def _accepted(response: requests.Response | None) -> bool:
+    return response is not None and classify(response.status_code) is Kind.SENT
 
 
 def _read_body(response: requests.Response) -> bytes:
@@ -240,6 +228,8 @@ def _post(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcom
     connect = min(CONNECT_TIMEOUT_MAX, deadline)
     late = Outcome(Kind.RETRY, None, f"timeout: no complete answer within {deadline:g} s")
     sent = time.time()
+    response: requests.Response | None = None
+    body = b""
     with deadline_watch(deadline) as watch:
         try:
             response = get_session().post(
@@ -256,14 +246,17 @@ def _post(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcom
                 response.close()
         except requests.ConnectTimeout:
             return Outcome(Kind.RETRY, None, f"timeout: no connection within {connect:g} s")
-        except (requests.Timeout, urllib3.exceptions.TimeoutError):
-            return late
-        except Exception as exc:  # a refused connection, a bug in an adapter: never raised
-            if watch.fired:
-                return late
-            return Outcome(Kind.RETRY, None, f"{type(exc).__name__}: {exc}")
-    if watch.fired:  # cut off: what arrived is not the whole answer
-        return late
+        except Exception as exc:  # a timeout, a refused connection, a bug in an adapter
+            if not _accepted(response):
+                if watch.fired or isinstance(
+                    exc, requests.Timeout | urllib3.exceptions.TimeoutError
+                ):
+                    return late
+                return Outcome(Kind.RETRY, None, f"{type(exc).__name__}: {exc}")
+    # A 2xx's status line says the API took the event: it is sent, even if the rest of the
+    # answer was cut off (sending it again would count it twice where keys are ignored).
+    if response is None or (watch.fired and not _accepted(response)):
+        return late  # cut off: what arrived is not the whole answer
     received = time.time()
     clock = server_clock(endpoint)
     clock.observe(response.headers.get("X-RateLimit-Reset"), sent, received)
@@ -280,7 +273,7 @@ def _post(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcom
     if kind is Kind.DEFERRED:
         error = _redirect_error(response, api_key)
         return Outcome(kind, response.status_code, error, MISCONFIGURED_WAIT)
-    text = body.decode(response.encoding or "utf-8", errors="replace")
+    text = _decode(body, response.encoding)
     if response.status_code in SETTING_ERRORS:
         return Outcome(
             kind, response.status_code, setting_error(response.status_code, text, api_key)

@@ -5,15 +5,14 @@ import pytest
 
 from django_supalytics import __version__, waits
 from django_supalytics.client import (
-    ERROR_TEXT_MAX,
     MISCONFIGURED_WAIT,
     Kind,
     classify,
     error_text,
     post_event,
     request_deadline,
-    scrub,
 )
+from django_supalytics.scrubbing import ERROR_TEXT_MAX, scrub
 from django_supalytics.waits import (
     ServerClock,
     backoff,

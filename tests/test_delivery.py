@@ -468,6 +468,31 @@ def test_a_redis_cache_without_redis_py_hands_every_row_back(endpoint, settings)
         assert "rate limiter unavailable" in row.last_error and "redis" in row.last_error
 
 
+def test_a_2xx_whose_body_is_cut_at_the_deadline_is_sent_and_never_posted_again(endpoint, settings):
+    """The status line and headers come at once (the API took the event), the body a byte
+    every 100 ms, past the 0.5-s deadline: the row is sent, not retried."""
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "REQUEST_TIMEOUT": 0.5}
+    endpoint.script(Answer(200, trickle_body=0.1))
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "sent"
+    OutboxEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
+    delivery.deliver(event.pk)
+    assert len(endpoint.requests) == 1
+    assert (_reload(event).status, _reload(event).attempts) == ("sent", 1)
+
+
+def test_a_refusal_in_a_charset_python_does_not_know_still_fails_the_row(endpoint):
+    """``charset=utf8mb4`` (a server's mistake): the text is read as UTF-8, and the 400 fails
+    the row at once, instead of an error in the worker handing it back every 2 s."""
+    endpoint.script(
+        Answer(400, b'{"error": "bad"}', {"Content-Type": "application/json; charset=utf8mb4"})
+    )
+    event = track("e")
+    assert delivery.deliver(event.pk).outcome == "failed"
+    row = _reload(event)
+    assert (row.status, row.attempts) == ("failed", 1) and "bad" in row.last_error
+
+
 @pytest.fixture
 def outage_settings(endpoint, settings, monkeypatch):
     settings.SUPALYTICS = {
