@@ -93,7 +93,8 @@ class _Send:
         self.pool = _executor(self.size)
         self.waiting: deque[OutboxEvent] = deque()
         self.flights: dict[Future[Outcome | Deferred], OutboxEvent] = {}
-        self.lost: set[int] = set()
+        # (row, lease token): a row claimed again later, under a new token, is not lost.
+        self.lost: set[tuple[int, object]] = set()
         self.order: list[int] = []
         self.results: dict[int, Result] = {}
         self.retried: set[int] = set()
@@ -142,7 +143,7 @@ class _Send:
         hand the waiting rows back instead."""
         while self.waiting and (self._must_stop() or len(self.flights) < self.size):
             event = self.waiting.popleft()
-            if event.pk in self.lost:
+            if (event.pk, event.lease_owner) in self.lost:
                 self.results[event.pk] = Result(event.pk, Kind.SKIPPED)
             elif self.attempts.stopped:
                 self.results[event.pk] = self._store(event, self.attempts.stopped)
@@ -199,7 +200,7 @@ class _Send:
                 logger.warning(
                     "supalytics: leases on events %s were lost; not sending", sorted(lost)
                 )
-                self.lost |= lost
+                self.lost |= {(pk, token) for pk in lost}
 
     def _signal(self) -> None:
         if not self.to_signal:

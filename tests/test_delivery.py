@@ -159,6 +159,38 @@ def test_event_not_yet_due_is_not_sent(endpoint):
     assert not endpoint.requests
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_row_claimed_again_by_the_same_drain_after_its_lease_was_lost_is_sent(endpoint, settings):
+    """A row the drain holds (waiting behind a slow request) loses its lease, the sweeper
+    hands it back, and the same drain claims it again under a new token: it is sent, not
+    skipped and left ``sending``."""
+    from django.db import connection
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "LEASE_SECONDS": 3, "SEND_CONCURRENCY": 1}
+    others = [track(f"other{i}") for i in range(3)]
+    mine = track("mine")
+    endpoint.script(Answer(200, delay=1.3))  # mine: the renewal comes while it is in flight
+
+    def sweeper():
+        try:
+            rows = OutboxEvent.objects.filter(pk=others[0].pk)
+            deadline = time.monotonic() + 5
+            while not rows.filter(status="sending").exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            rows.update(lease_expires_at=db_now(-1))  # a stall past the lease, compressed
+            OutboxEvent.objects.reclaim_expired()
+        finally:
+            connection.close()
+
+    rival = threading.Thread(target=sweeper)
+    rival.start()
+    try:
+        delivery.deliver_many([mine.pk], drain=True)
+    finally:
+        rival.join()
+    assert [_reload(e).status for e in [*others, mine]] == ["sent"] * 4
+
+
 def test_a_lost_lease_does_not_overwrite_the_new_holder(endpoint):
     event = track("e")
     [claimed] = OutboxEvent.objects.claim(1, ids=[event.pk])
