@@ -9,6 +9,7 @@ never waits behind a batch in hand. What became of each row comes back as a ``Re
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Collection
 
 from django.db.models import DurationField, ExpressionWrapper, F
@@ -26,9 +27,23 @@ __all__ = ["DRAIN_SECONDS", "Result", "deliver", "deliver_due", "deliver_many", 
 DRAIN_SECONDS = 10.0
 
 
-def _claim(alias: str, limit: int, exclude: Collection[int] = ()) -> list[OutboxEvent]:
+def _claim(
+    alias: str, limit: int, exclude: Collection[int] = (), ids: list[int] | None = None
+) -> list[OutboxEvent]:
+    """``OutboxEventQuerySet.claim`` through the database's retries, under one token for every
+    try: a try after a COMMIT whose answer was lost finds the rows it leased then, which would
+    otherwise be held by nobody until their lease ran out."""
     rows = OutboxEvent.objects.using(alias)
-    return retrying(alias, lambda: rows.claim(limit, exclude=exclude))
+    token = uuid.uuid4()
+    tries = 0
+
+    def claim() -> list[OutboxEvent]:
+        nonlocal tries
+        tries += 1
+        held = list(rows.held_by(token)) if tries > 1 else []
+        return held or rows.claim(limit, ids=ids, exclude=exclude, token=token)
+
+    return retrying(alias, claim)
 
 
 def deliver(event_id: int, using: str | None = None) -> Result:
@@ -64,11 +79,11 @@ def deliver_many(
         claimed = _claim(alias, step, exclude) if time.monotonic() < until else []
         rest = [pk for pk in own if pk not in seen and pk not in exclude]
         if not claimed and rest:
-            claimed = retrying(alias, lambda: rows.claim(step, ids=rest, exclude=exclude))
+            claimed = _claim(alias, step, exclude, ids=rest)
         seen.update(event.pk for event in claimed)
         return claimed
 
-    first = retrying(alias, lambda: rows.claim(step, ids=own)) if own else []
+    first = _claim(alias, step, ids=own) if own else []
     seen.update(event.pk for event in first)
     results = send(first or more(()), more if drain or len(own) > step else None, sleep)
     missing = set(event_ids) - {result.event_id for result in results}

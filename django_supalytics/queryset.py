@@ -114,6 +114,7 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
         ids: Iterable[int] | None = None,
         exclude: Collection[int] = (),
         lease: float | None = None,
+        token: uuid.UUID | None = None,
     ) -> list[OutboxEvent]:
         """Lease up to ``limit`` claimable rows (of ``ids``, if given; never those of
         ``exclude``): due pending rows, live before bulk and longest due first within a lane,
@@ -121,8 +122,8 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
         due times by its clock. Rows older than their name's ``MAX_AGE`` end ``expired``
         instead, unsent.
 
-        The rows come back ``sending`` under one new ``lease_owner`` token: until the lease
-        runs out, only that token may record or release them.
+        The rows come back ``sending`` under one new ``lease_owner`` token (``token``, if
+        given): until the lease runs out, only that token may record or release them.
         """
         from .conf import conf
 
@@ -131,7 +132,7 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
         candidates = rows.all() if ids is None else rows.filter(pk__in=list(ids))
         if exclude:
             candidates = candidates.exclude(pk__in=list(exclude))
-        token = uuid.uuid4()
+        token = token or uuid.uuid4()
         seconds = conf.LEASE_SECONDS if lease is None else lease
         with transaction.atomic(using=alias):
             # Each lane's pending rows, then expired leases, each a range of its index read in
@@ -158,8 +159,12 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
                 status="sending", lease_owner=token, lease_expires_at=db_now(seconds)
             )
             # Read back on the same connection (not a replica the router may pick for reads).
-            claimed = rows.filter(pk__in=pks, lease_owner=token)
-            return list(claimed.order_by("priority", "next_attempt_at", "pk"))
+            return list(rows.filter(pk__in=pks).held_by(token))
+
+    def held_by(self, token: uuid.UUID) -> OutboxEventQuerySet:
+        """The rows leased under ``token``, in the order a claim returns them."""
+        held = self.filter(status="sending", lease_owner=token)
+        return held.order_by("priority", "next_attempt_at", "pk")
 
     def renew(self, token: uuid.UUID, pks: Collection[int], lease: float) -> set[int]:
         """Extend the lease of those of ``pks`` still held under ``token``; the pks held."""

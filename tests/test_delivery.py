@@ -191,6 +191,33 @@ def test_a_row_claimed_again_by_the_same_drain_after_its_lease_was_lost_is_sent(
     assert [_reload(e).status for e in [*others, mine]] == ["sent"] * 4
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_commit_answer_was_lost_finds_its_rows_again(endpoint):
+    """The claim's COMMIT went through, then the connection dropped before its answer came
+    back: the retry finds the rows it leased, and sends them, instead of claiming anew and
+    leaving them held by nobody until their lease runs out."""
+    from django.db import OperationalError
+
+    from django_supalytics.queryset import OutboxEventQuerySet
+
+    events = [track(f"e{i}") for i in range(2)]
+    real_claim = OutboxEventQuerySet.claim
+    calls = []
+
+    def committed_then_connection_lost(self, *args, **kwargs):
+        rows = real_claim(self, *args, **kwargs)
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return rows
+
+    with mock.patch.object(OutboxEventQuerySet, "claim", committed_then_connection_lost):
+        results = delivery.deliver_many([e.pk for e in events])
+    assert sorted(r.outcome for r in results) == ["sent", "sent"]
+    assert [_reload(e).status for e in events] == ["sent", "sent"]
+    assert len(endpoint.requests) == 2
+
+
 def test_a_lost_lease_does_not_overwrite_the_new_holder(endpoint):
     event = track("e")
     [claimed] = OutboxEvent.objects.claim(1, ids=[event.pk])
