@@ -52,6 +52,8 @@ class Attempts:
         self.sleep = sleep
         self._lock = threading.Lock()
         self.stopped: Deferred | None = None
+        #: The sender is done: no request starts from here on, not even a probe.
+        self.halted = False
         try:
             self.limiter = get_limiter(api_key)
             self.circuit = get_circuit(api_key)
@@ -63,6 +65,11 @@ class Attempts:
     def _limiter_down(self, exc: Exception) -> Deferred:
         error = scrub(f"not sent: rate limiter unavailable: {exc!r}", self.api_key)
         return Deferred(LIMITER_DOWN_PAUSE, error)
+
+    def halt(self, reason: Deferred) -> None:
+        """Stop, probes included: the sender records no answer after this."""
+        self.halted = True
+        self.stop(reason)
 
     def stop(self, reason: Deferred) -> Deferred:
         """Stop the attempts not started yet; the reason in force (the first one given)."""
@@ -109,7 +116,7 @@ class Attempts:
         # The send stopped while this thread waited for its slot; but a probe goes out all the
         # same: it is the one request that can find the API healed (the circuit lets no other
         # through until its answer, or for the probe's deadline).
-        if self.stopped and not admission.probe:
+        if self.stopped and (self.halted or not admission.probe):
             return self.stopped
         outcome = client.post_event(event.payload, str(event.uuid), self.api_key)
         return self._judge(outcome, admission.probe)

@@ -153,7 +153,7 @@ class _Send:
     def _finish(self) -> None:
         """However the send ended: no request starts from here on, the waiting rows are handed
         back, and those in flight end (within their deadline) and are recorded."""
-        self.attempts.stop(Deferred(0.0, "not sent: the sender stopped"))
+        self.attempts.halt(Deferred(0.0, "not sent: the sender stopped"))
         try:
             self._start()
             while self.flights:

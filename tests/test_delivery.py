@@ -567,6 +567,50 @@ def outage_settings(endpoint, settings, monkeypatch):
     return endpoint
 
 
+@pytest.mark.django_db(transaction=True)
+def test_no_request_starts_once_the_sender_stopped_not_even_a_probe(
+    endpoint, settings, monkeypatch
+):
+    """The circuit is open and its next admission is a probe, which waits half a second for
+    its slot; meanwhile handing back the other row fails (a read-only standby after a
+    failover: not retried) and the send stops. The probe is not sent: nobody would record it."""
+    from django.db import InternalError
+
+    from django_supalytics import client, outage
+
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "OUTAGE_PROBE_MAX": 60, "SEND_CONCURRENCY": 2}
+    monkeypatch.setattr(outage, "THRESHOLD", 3)
+    monkeypatch.setattr(outage, "PROBE_BASE", 0.3)
+    state.reset()
+    circuit = outage.get_circuit(settings.SUPALYTICS["API_KEY"])
+    for _ in range(3):
+        circuit.report(ok=False, probe=False)
+    time.sleep(0.35)  # the next admission is the probe
+    events = [track(f"e{i}") for i in range(2)]
+    log = []
+    real_post = client.post_event
+
+    def logged_post(*args, **kwargs):
+        log.append("POST")
+        return real_post(*args, **kwargs)
+
+    def release_fails(row, delay, error=""):
+        log.append("recording failed")
+        raise InternalError("cannot execute UPDATE in a read-only transaction")
+
+    slot = Reservation(True, 0.5)
+    with (
+        mock.patch("django_supalytics.ratelimit.RedisRateLimiter.reserve", return_value=slot),
+        mock.patch("django_supalytics.ratelimit.LocalRateLimiter.reserve", return_value=slot),
+        mock.patch.object(client, "post_event", logged_post),
+        mock.patch.object(OutboxEvent, "release", release_fails),
+        pytest.raises(InternalError),
+    ):
+        delivery.deliver_many([e.pk for e in events])
+    assert "recording failed" in log and "POST" not in log, log
+    assert endpoint.requests == []
+
+
 def test_an_api_failing_for_everyone_stops_sending_without_spending_attempts(outage_settings):
     outage_settings.script(*[Answer(503, {"error": "down"})] * 20)
     events = [track(f"e{i}") for i in range(8)]
