@@ -1290,6 +1290,33 @@ def test_signals_are_sent_once_every_outcome_is_recorded(endpoint, settings):
     assert statuses_seen == [["sent"] * 4] * 4
 
 
+@pytest.mark.django_db(transaction=True)
+def test_signals_follow_what_was_recorded_when_a_send_raises(endpoint, settings):
+    """The first row is recorded sent, recording the second raises (a bug): the send raises,
+    and ``event_delivered`` still goes out for the first row, which is sent."""
+    settings.SUPALYTICS = {**settings.SUPALYTICS, "SEND_CONCURRENCY": 1}
+    events = [track(f"e{i}") for i in range(2)]
+    real_record = OutboxEvent.record
+    seen = []
+
+    def second_raises(row, outcome):
+        if row.pk == events[1].pk:
+            raise RuntimeError("a bug")
+        return real_record(row, outcome)
+
+    def receiver(sender, event, **kwargs):
+        seen.append(event.pk)
+
+    event_delivered.connect(receiver)
+    try:
+        with mock.patch.object(OutboxEvent, "record", second_raises), pytest.raises(RuntimeError):
+            delivery.deliver_many([e.pk for e in events])
+    finally:
+        event_delivered.disconnect(receiver)
+    assert seen == [events[0].pk]
+    assert _reload(events[0]).status == "sent"
+
+
 def test_drain_command_reclaims_an_expired_lease(endpoint):
     """A drain or worker killed mid-send left a row 'sending': the next drain sends it."""
     from django.core.management import call_command
