@@ -248,9 +248,7 @@ def _post(payload: dict[str, Any], idempotency_key: str, api_key: str) -> Outcom
             return Outcome(Kind.RETRY, None, f"timeout: no connection within {connect:g} s")
         except Exception as exc:  # a timeout, a refused connection, a bug in an adapter
             if not _accepted(response):
-                if watch.fired or isinstance(
-                    exc, requests.Timeout | urllib3.exceptions.TimeoutError
-                ):
+                if watch.fired or isinstance(exc, _TIMEOUTS):
                     return late
                 return Outcome(Kind.RETRY, None, f"{type(exc).__name__}: {exc}")
     # A 2xx's status line says the API took the event: it is sent, even if the rest of the

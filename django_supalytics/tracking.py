@@ -108,17 +108,18 @@ def withhold(events: list[OutboxEvent], request: Any = None) -> list[OutboxEvent
     ``"off"`` (the default), so ``track()`` costs what an INSERT costs. ``track()``,
     ``supalytics_send`` and ``supalytics_backfill`` all pass through here.
     """
+    mode = conf.SUPPRESSION
     state = getattr(request, "supalytics", None) if request is not None else None
     if getattr(state, "gpc", False) is True:
         hidden = {event.visitor_id for event in events}
-    elif conf.SUPPRESSION == "off":
+    elif mode == "off":
         return events
     else:
         hidden = suppressed_among(event.visitor_id for event in events)
     kept = []
     for event in events:
         if event.visitor_id in hidden:
-            if conf.SUPPRESSION == "drop":
+            if mode == "drop":
                 continue
             event.visitor_id = ""
         kept.append(event)
