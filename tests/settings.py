@@ -144,6 +144,7 @@ else:
     _broker_dir = str(RUN_DIR / "broker")
     Path(_broker_dir).mkdir(exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT = "testproject.fsbroker:Transport"  # messages written whole
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": _broker_dir,
         "data_folder_out": _broker_dir,
