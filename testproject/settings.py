@@ -109,6 +109,7 @@ else:
     SILENCED_SYSTEM_CHECKS = ["supalytics.W002", "supalytics.W102"]
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT: str | None = None  # the URL's
 if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_TRANSPORT = "testproject.fsbroker:Transport"  # messages written whole
     _broker_dir = VAR_DIR / "broker"

@@ -144,7 +144,6 @@ else:
     _broker_dir = str(RUN_DIR / "broker")
     Path(_broker_dir).mkdir(exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT = "testproject.fsbroker:Transport"  # messages written whole
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": _broker_dir,
         "data_folder_out": _broker_dir,
@@ -175,6 +174,11 @@ if os.environ.get("SUPALYTICS_RATE_LIMIT"):  # benchmarks raise it out of the wa
 SUPALYTICS.update(json.loads(os.environ.get("SUPALYTICS_TEST_OVERRIDES", "{}")))
 if os.environ.get("SUPALYTICS_TEST_BROKER_URL"):
     CELERY_BROKER_URL = os.environ["SUPALYTICS_TEST_BROKER_URL"]
+# The transport follows the URL as finally chosen (testproject's settings pick it for theirs):
+# on the filesystem, testproject's, which writes each message whole.
+CELERY_BROKER_TRANSPORT = (
+    "testproject.fsbroker:Transport" if CELERY_BROKER_URL == "filesystem://" else None
+)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 TEST_ARTIFACTS = BASE_DIR / "test-artifacts"
